@@ -14,6 +14,7 @@ import pytest
 from convoy._errors import StoreError, UserError
 from convoy.stores._protocol import (
     AUDIT_CURSORS,
+    COMPACTION_OWED,
     TOMBSTONE_S,
     TOMBSTONE_SWEEP_S,
     AuditSeal,
@@ -290,6 +291,18 @@ async def test_a_purge_appends_its_audit_entry_in_its_own_transaction(
     assert [r.body for r in await store.audit_entries("t1", 0, 10)] == \
         [b"before", f"erasure {event.seq} of 1".encode()]
     assert await store.audit_size("t2") == 0
+
+
+async def test_a_purge_owes_a_compaction_until_one_is_made(store: Store) -> None:
+    """A purge records, in its transaction, that the store owes a compaction (what it
+    deleted is still in the store's files until then); a compaction pays it, so that a
+    process killed between the two leaves it owed, for the next erasure or purge."""
+    assert await store.kv_get(*COMPACTION_OWED) is None
+    await ended(store, "gone")
+    event = await store.purge("t1", ["gone"], reason="retention")
+    assert await store.kv_get(*COMPACTION_OWED) == str(event.seq)
+    await store.compact()
+    assert await store.kv_get(*COMPACTION_OWED) is None
 
 
 def seal(sid: str, before: str | None, after: str, *bodies: bytes) -> AuditSeal:

@@ -94,7 +94,11 @@ class SubjectRights:
         await _stopped_sealers_sealed(engine, -math.inf, None)
         await _sealed_first(engine, keys, tenant, subject)
         entry = await _entry_maker(engine, tenant, by)
-        event = await erase_subject(keys.store, keys, tenant, subject, audit=entry)
+        try:
+            event = await erase_subject(keys.store, keys, tenant, subject, audit=entry)
+        except SubjectErased:  # (a repeated request: an erasure killed before its
+            await _owed_compaction(engine)  # compaction left the deleted rows in the files)
+            raise
         for ic in engine.runtime.interceptors:  # cached answers given to the subject
             forget = getattr(ic, "forget_subject", None)
             if forget is not None:
@@ -165,7 +169,9 @@ class SubjectRights:
             if (error := await _audit(engine, event, by)) is not None:
                 damaged.append(error)
         logs = AuditError("; and ".join(map(str, damaged))) if damaged else None
-        if events:
+        if not events:
+            await _owed_compaction(engine)  # (of an erasure or purge killed before it)
+        else:
             await compact_after(engine.store, f"purged "
                                 f"{plural(sum(e.sessions for e in events), 'session')} by age",
                                 logs)
@@ -174,6 +180,20 @@ class SubjectRights:
                              f"appended to {'its' if len(damaged) == 1 else 'their'} audit "
                              f"log: {logs}")
         return events
+
+
+async def _owed_compaction(engine: Engine) -> None:
+    """Compact the store if an erasure or purge committed and its process was killed (or
+    its compaction refused) before it compacted: the rows it deleted are still in the
+    store's files (SQLite's free pages and WAL: a subject's wrapped key, the plain data of
+    sessions without a subject) until a compaction (:data:`~convoy.stores._protocol.
+    COMPACTION_OWED` says so)."""
+    from convoy.stores._protocol import COMPACTION_OWED
+
+    owed = await engine.store.kv_get(*COMPACTION_OWED)
+    if owed is not None:
+        await compact_after(engine.store, f"nothing more was erased or purged (erasure #{owed} "
+                            "was, and its compaction was left undone)")
 
 
 def _check_by(by: object) -> None:

@@ -20,6 +20,7 @@ from convoy._errors import StoreError
 from convoy.stores._audit_sql import PG_APPEND as AUDIT_APPEND
 from convoy.stores._postgres_stats import refresh_statistics
 from convoy.stores._protocol import (
+    COMPACTION_OWED,
     SUBJECT_REFS,
     TOMBSTONE_S,
     Erasure,
@@ -187,6 +188,7 @@ class PostgresSubjects:
                             seq=int(row[0]) if row else 0)
             if audit is not None:  # (its entry, in the same transaction)
                 await conn.execute(AUDIT_APPEND, (tenant, 1, 1, [audit(event)]))
+            await conn.execute(_SQL.owe, (*COMPACTION_OWED, str(event.seq)))
             return event
 
         event = await self._write(purge)
@@ -203,6 +205,7 @@ class PostgresSubjects:
         async def vacuum(conn: Conn) -> None:
             await conn.execute(f"VACUUM FULL {', '.join(PURGED_TABLES)}")
             await refresh_statistics(conn, self.schema, PURGED_TABLES)
+            await conn.execute(_SQL.owed_paid, COMPACTION_OWED)  # (compacted: owed no more)
 
         await self._drain()
         try:

@@ -113,6 +113,11 @@ def sealed_outer_labels(texts: Iterable[str | None]) -> set[str]:
 #: value names its key by to the data subject (``convoy.privacy``): a purge that destroys
 #: a subject's key deletes them with it.
 SUBJECT_REFS = "convoy.subject-refs/"
+#: The store's value (namespace, key) that says it owes a compaction: set by every
+#: :meth:`Store.purge` in its transaction (to the erasure's number), deleted by
+#: :meth:`Store.compact` once it has compacted. A process killed between the two leaves it
+#: set, so the next erasure or purge (a repeated one too) compacts.
+COMPACTION_OWED = ("convoy.compaction", "owed")
 #: Statuses in which a session may be claimed and run right away.
 RUNNABLE: tuple[SessionStatus, ...] = ("pending", "running")
 #: Signal names starting with this are Convoy's own: workflow code cannot wait for them and
@@ -974,7 +979,8 @@ class Store(Protocol):
         since the caller listed it (an escalation answered) is kept. With ``audit``, the
         entry it makes of the recorded erasure is appended to the tenant's audit log in
         the same transaction (a crash after the purge cannot leave an erasure the log never
-        heard of); an append the log refuses fails the purge, nothing deleted.
+        heard of); an append the log refuses fails the purge, nothing deleted. It sets
+        :data:`COMPACTION_OWED` (to the erasure's number), which :meth:`compact` deletes.
 
         A ``retention`` purge deletes the state versions the sessions wrote and no other,
         but for the keys they created that are their own (their human tasks, the keys of
@@ -1010,8 +1016,8 @@ class Store(Protocol):
         checkpoint, ``VACUUM``, WAL truncated; PostgreSQL: ``VACUUM FULL`` of the tables a
         purge touches, their planner statistics drawn again and ``pg_statistic`` rewritten,
         or a warning that an administrator must: see
-        :mod:`convoy.stores._postgres_stats`). Slow and locking: run it after a purge, not
-        on a hot path."""
+        :mod:`convoy.stores._postgres_stats`), then delete :data:`COMPACTION_OWED`. Slow and
+        locking: run it after a purge, not on a hot path."""
         ...
 
     # -- spend ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from convoy._errors import StoreError
 from convoy.stores._protocol import (
+    COMPACTION_OWED,
     SUBJECT_REFS,
     TOMBSTONE_S,
     Erasure,
@@ -160,6 +161,7 @@ class SQLiteSubjects:
             cur = conn.execute(_SQL.record, (tenant, reason, subject_ref, sessions, versions,
                                              int(destroyed), now))
             event = replace(event, seq=int(cur.lastrowid or 0))
+            conn.execute(_SQL.owe, (*COMPACTION_OWED, str(event.seq)))
             if audit is not None:  # (its entry, in the same transaction)
                 audit_write(conn, [(tenant, [audit(event)], None)], self._audit_heads)
             return event
@@ -193,6 +195,9 @@ class SQLiteSubjects:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.execute("VACUUM")
             busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not (busy and busy[0]):  # (compacted: owed no more, and that checkpointed)
+                conn.execute(_SQL.owed_paid, COMPACTION_OWED)
+                busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.Error as e:
             if isinstance(e, sqlite3.OperationalError) and _is_busy(e):
                 raise _busy(self.path) from None

@@ -72,6 +72,10 @@ class SubjectSQL:
         self.kv_new = (f"INSERT INTO kv(namespace,key,value) VALUES({m},{m},{m}) "
                        "ON CONFLICT(namespace,key) DO NOTHING")
         self.kv_get = f"SELECT value FROM kv WHERE namespace={m} AND key={m}"
+        # That a compaction is owed (:data:`~convoy.stores._protocol.COMPACTION_OWED`).
+        self.owe = (f"INSERT INTO kv(namespace,key,value) VALUES({m},{m},{m}) "
+                    "ON CONFLICT(namespace,key) DO UPDATE SET value=excluded.value")
+        self.owed_paid = f"DELETE FROM kv WHERE namespace={m} AND key={m}"
         self.record = (f"INSERT INTO erasures(tenant,reason,subject_ref,sessions,"
                        f"state_versions,key_destroyed,at) VALUES({m},{m},{m},{m},{m},{m},{m})")
         self.erasures = f"SELECT {_ERASURE_COLS} FROM erasures"
