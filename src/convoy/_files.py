@@ -65,9 +65,10 @@ def read_stdin(limit: int = -1) -> bytes:
 
 
 def read_input(path: str | Path, limit: int) -> bytes:
-    """:func:`read_small`, or standard input for ``-`` (as far as ``limit``)."""
+    """:func:`read_small` (a leading ``~`` the home directory, as for ``--db`` and
+    ``--key``), or standard input for ``-`` (as far as ``limit``)."""
     if str(path) != "-":
-        return read_small(path, limit)
+        return read_small(home_expanded(path), limit)
     data = read_stdin(limit + 1)
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"larger than {limit:,} bytes, more than such a file "

@@ -461,8 +461,23 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB,
                    "the store that holds it)")
         return
     _print_reports(reports, db, signer)
-    if not pins and not published:
+    verified = {r.tenant for r in reports}
+    if published and not any(cp.tenant in verified for cp in published):
+        _published_elsewhere(published, verified)
+    if not pins and not any(cp.tenant in verified for cp in published):
         _unpinned_verify(reports)
+
+
+def _published_elsewhere(published: list[Checkpoint], verified: set[str]) -> None:
+    """A note on stderr when none of the --checkpoint lines is of a tenant verified (a
+    --tenant whose checkpoints were published to another file): none was checked."""
+    theirs = sorted({cp.tenant for cp in published})
+    mine = ", ".join(repr(t) for t in sorted(verified))
+    err.print(f"note: --checkpoint: no published checkpoint is of tenant {mine} (the "
+              f"{len(published):,} given {'is' if len(published) == 1 else 'are'} of "
+              f"{'tenant' if len(theirs) == 1 else 'tenants'} "
+              f"{', '.join(repr(t) for t in theirs)}), so none was checked: pass the "
+              f"checkpoints published for tenant {mine}", markup=False, soft_wrap=True)
 
 
 def _unpinned_verify(reports: list[VerifyReport]) -> None:

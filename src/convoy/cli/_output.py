@@ -11,8 +11,12 @@ import io
 import os
 import sys
 from contextlib import suppress
+from typing import TYPE_CHECKING, cast
 
 from convoy.runtime._concurrency import leaves
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 #: Why a closed standard output cannot be written.
 CLOSED = "it is closed"
@@ -67,6 +71,26 @@ class _Watched(io.TextIOWrapper):
             raise
 
 
+class _WholeWrites(io.FileIO):
+    """Standard output's file, each write of it written whole, or failed: Python's buffered
+    writer takes a write the kernel cut short (a pipe whose reader exited during it: the
+    bytes the pipe took, then the reader gone) as the whole, and drops the rest without an
+    error (so does a text stream written straight to the file, ``PYTHONUNBUFFERED=1`` as
+    container images set it), so a command whose output is one large write (``export``,
+    ``--json``) into ``| head`` exited 0, not 141. Writing on from where it was cut short
+    meets the closed pipe (``EPIPE``)."""
+
+    def write(self, b: ReadableBuffer, /) -> int:
+        view = memoryview(b).cast("B")
+        done = 0
+        while done < len(view):
+            n: int | None = super().write(view[done:])
+            if n is None:  # (a descriptor made non-blocking, full: as FileIO says it)
+                return done if done else cast(int, n)
+            done += n
+        return done
+
+
 def watch_stdout() -> None:
     """Make a failed write of standard output known (:class:`_Watched`). If it is closed,
     make writing it an error (:class:`_Closed`), and keep file descriptor 1 from going to
@@ -83,7 +107,12 @@ def watch_stdout() -> None:
     if type(stream) is not io.TextIOWrapper:  # (replaced by whoever runs main: theirs)
         return
     stream.flush()
-    watched = _Watched(stream.detach(), encoding=stream.encoding, errors=stream.errors,
+    buffer = stream.detach()
+    raw = buffer if isinstance(buffer, io.FileIO) else getattr(buffer, "raw", None)
+    if isinstance(raw, io.FileIO) and not raw.closefd and raw.mode in ("wb", "ab"):
+        whole = _WholeWrites(raw.fileno(), "w", closefd=False)  # (PYTHONUNBUFFERED=1,
+        buffer = whole if buffer is raw else io.BufferedWriter(whole)  # a container's)
+    watched = _Watched(buffer, encoding=stream.encoding, errors=stream.errors,
                        newline="\n", line_buffering=stream.line_buffering,
                        write_through=stream.write_through)
     sys.stdout = watched

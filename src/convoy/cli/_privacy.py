@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
-import stat
+from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -19,6 +19,7 @@ from convoy._text import plural, quoted
 from convoy.cli._common import (
     DEFAULT_DB,
     MAX_COUNT,
+    RUN_FAILURE,
     AllTenantsOption,
     DbOption,
     ReadBusyTimeoutOption,
@@ -160,20 +161,46 @@ def export(subject: SubjectArg, output_arg: Annotated[str | None, typer.Option(
         typer.echo(text)
         return
     replaced = output.is_file()
-    try:  # a subject's personal data in plaintext: readable by the file's owner only
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            if stat.S_ISREG(os.fstat(fd).st_mode):  # (never a device's or a pipe's mode)
-                os.fchmod(fd, 0o600)  # (a file that was there kept its mode)
-            f.write(text + "\n")
-    except OSError as e:
-        fail(f"--output: cannot write {str(output)!r}: {e.strerror or e}")
+    if output.exists() and not replaced:  # a device or a named pipe: written as a stream
+        try:
+            with open(output, "w", encoding="utf-8") as stream:
+                stream.write(text + "\n")
+        except OSError as e:
+            fail(f"--output: cannot write {str(output)!r}: {e.strerror or e}")
+    else:
+        _write_whole(output, text + "\n")
     copies = len(doc["copies"]["sessions"])
     out.print(f"wrote {plural(len(doc['sessions']), 'session')} of subject {quoted(subject)}"
               + (f" and the copies of their data {plural(copies, 'other session')} "
                  + ("holds" if copies == 1 else "hold") if copies else "")
               + f" to {str(output)!r}"
               + (" (replacing the file that was there)" if replaced else ""), markup=False)
+
+
+def _write_whole(output: Path, text: str) -> None:
+    """Write ``text`` to the file ``output`` whole or not at all: to a new file beside it
+    (a subject's personal data in plaintext: readable by its owner only, mode 0600), then
+    put in its place. A write that fails midway (a full disk, a quota) leaves no part of
+    the export behind and a file that was there as it was, and exits 1 (it wrote over
+    that file, and a failure left the first part of the export in it, with exit 2)."""
+    target = Path(os.path.realpath(output)) if output.is_symlink() else output
+    part = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:  # (a path that cannot be made is the user's to fix: exit 2)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        fail(f"--output: cannot write {str(output)!r}: {e.strerror or e}")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(part, target)
+    except OSError as e:
+        with suppress(OSError):
+            part.unlink()
+        fail(f"--output: cannot write {str(output)!r}: {e.strerror or e}; nothing was "
+             "written there" + (" (the file that was there is left as it was)"
+                                if target.exists() else ""), RUN_FAILURE)
 
 
 def _output_file(given: str | None) -> Path | None:
@@ -183,14 +210,14 @@ def _output_file(given: str | None) -> Path | None:
     fix = "pass the path of a file to write (FILE.json), or - for stdout"
     if not given.strip():
         fail(f"--output {given!r} is empty: {fix}")
-    path = Path(given)
+    path = home_expanded(given)  # (as --db and --key: '--output=~/x.json' no shell expands)
     if path.is_dir():
         fail(f"--output {given!r} is a directory: {fix}")
     if given.endswith(("/", os.sep)):  # (Path drops the slash: 'new/' was written as 'new')
         fail(f"--output {given!r} ends with '/', so it names a directory: {fix}")
     parent = path.parent
     if not path.exists() and not parent.exists() and not parent.is_symlink() and \
-            not given.startswith("~"):  # (a '~' no shell expanded: not one to make)
+            not str(path).startswith("~"):  # (a '~USER' of no such user: as written)
         # (said before the subject's data is read and opened, as --db's directory is)
         fail(f"--output: cannot write {given!r}: the directory {str(parent)!r} does not "
              f"exist; create it first (mkdir -p {word(str(parent))})")
