@@ -3,7 +3,7 @@
 checkpoints were left out without a word, and, as some were given, so was the note that
 the stored checkpoints were checked only against the keys they name: the log "verified"
 against nothing its operator published. Now one ``note:`` line says none of them was
-checked, and the unpinned note stays."""
+checked, and the unpinned note stays. And a file saved with a byte order mark is read."""
 
 from __future__ import annotations
 
@@ -55,3 +55,21 @@ def test_checkpoints_of_another_tenant_are_said_to_be_unchecked(tmp_path: Path) 
     assert both.code == 0 and both.stderr == "", both.stderr
     every = cli("audit", "verify", "--db", "a.db", "--checkpoint", "acme.jsonl")
     assert every.code == 0 and "--checkpoint" not in every.stderr, every.stderr
+
+
+def test_published_checkpoints_and_a_proof_saved_with_a_bom(tmp_path: Path) -> None:
+    """A file a Windows tool saved (Notepad, PowerShell's ``-Encoding utf8``) begins with
+    a byte order mark: it was refused as 'Unexpected UTF-8 BOM (decode using
+    utf-8-sig)', a Python error, though the checkpoints and the proof in it are whole."""
+    _log(tmp_path / "a.db", "default")
+    signed = cli("audit", "checkpoint", "--key", "audit.key", "--db", "a.db")
+    assert signed.code == 0, signed.stderr
+    (tmp_path / "published.jsonl").write_text("\ufeff" + signed.stdout, encoding="utf-8")
+    verified = cli("audit", "verify", "--db", "a.db", "--checkpoint", "published.jsonl")
+    assert verified.code == 0 and verified.stderr == "", verified.stderr
+    proved = cli("audit", "prove", "1", "--db", "a.db")
+    assert proved.code == 0, proved.stderr
+    (tmp_path / "proof.json").write_text("\ufeff" + proved.stdout, encoding="utf-8")
+    checked = cli("audit", "check", "proof.json")
+    assert checked.code == 0, checked.stderr
+    assert "entry 1 of tenant 'default' is in the signed log" in checked.stdout

@@ -173,7 +173,7 @@ def _published(files: list[Path] | None) -> list[Checkpoint]:
             lines = read_or_stop(partial(read_input, f, PUBLISHED_LIMIT), (
                 "interrupted before the log was verified: nothing was done" + not_kept(
                     f, "checkpoints", many=True, redo="verify it")), say
-            ).decode("utf-8").splitlines()
+            ).decode("utf-8-sig").splitlines()  # (a leading BOM: as Windows tools save text)
         except OSError as e:
             fail(f"--checkpoint {str(f)!r}: {_unreadable(e, _CHECKPOINTS_FILE)}")
         except UnicodeDecodeError as e:
@@ -1033,7 +1033,7 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
     try:
         text = read_or_stop(lambda: read_input(proof, PROOF_LIMIT), (
             "interrupted before the proof was checked: nothing was done" + not_kept(
-                proof, "proof", many=False, redo="check it")), say).decode("utf-8")
+                proof, "proof", many=False, redo="check it")), say).decode("utf-8-sig")
     except OSError as e:
         fail(f"{str(proof)!r}: {_unreadable(e, _PROOF_FILE)}")
     except UnicodeDecodeError as e:

@@ -188,7 +188,17 @@ def _write_whole(output: Path, text: str) -> None:
     try:  # (a path that cannot be made is the user's to fix: exit 2)
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as e:
-        fail(f"--output: cannot write {str(output)!r}: {e.strerror or e}")
+        if not (isinstance(e, PermissionError) and os.access(target, os.W_OK)):
+            fail(f"--output: cannot write {str(output)!r}: {e.strerror or e}")
+        try:  # a file its owner may write in a directory they may not: over it, in place
+            fd = os.open(target, os.O_WRONLY | os.O_TRUNC)
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as again:
+            fail(f"--output: cannot write {str(output)!r}: {again.strerror or again}",
+                 RUN_FAILURE)
+        return
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
