@@ -38,6 +38,16 @@ def test_metrics_serve_blames_a_bad_address(workdir: object, addr: str) -> None:
     assert "--port" not in res.stderr
 
 
+@pytest.mark.parametrize("addr", ["", "  "])
+def test_metrics_serve_says_an_empty_address_is_empty(workdir: object, addr: str) -> None:
+    """A new user's trial: ``--addr ''`` said "--addr : cannot listen on this address:
+    Name or service not known", not that the value was empty."""
+    _store(workdir)
+    res = cli("metrics", "serve", "--addr", addr, "--port", "0")
+    one_line_error(res, 2, "--addr is empty: give an address of this machine, such as "
+                           "127.0.0.1, or 0.0.0.0 for all of them")
+
+
 def test_metrics_serve_blames_a_taken_port(workdir: object, taken: int) -> None:
     _store(workdir)
     res = cli("metrics", "serve", "--port", str(taken))

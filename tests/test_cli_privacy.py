@@ -363,6 +363,9 @@ def test_an_erasure_the_store_could_not_compact_says_so_and_db_compact_finishes_
                                "(erasure #1: 1 session, 0 state versions, key destroyed), "
                                "but the store")
         assert "convoy db compact" in res.stderr
+        # (a new user's trial: the command it names takes --busy-timeout too)
+        busy = cli("db", "compact", "--busy-timeout", "0.2")
+        assert busy.code == 1 and len(busy.stderr.strip().splitlines()) == 1, busy
     finally:
         reader.close()
     again = cli("erase", "subject-c-9", env=env)

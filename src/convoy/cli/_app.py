@@ -48,8 +48,9 @@ app = typer.Typer(
          "failed); 2 usage errors (bad options, workflow, input file or --db path; a "
          "session, state key or subject the store does not have); "
          "130 interrupted (Ctrl-C); 141 its output was closed before it was all written "
-         "(a pipe into head); 143 run, resume, retry, worker or metrics serve stopped by "
-         "SIGTERM.",
+         "(a pipe into head); 143 stopped by SIGTERM (run, resume, retry, worker or "
+         "metrics serve; chaos, signal, audit check or audit verify while they read their "
+         "input).",
     no_args_is_help=True,
     add_completion=True,
     rich_markup_mode="markdown",

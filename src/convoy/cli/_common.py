@@ -421,6 +421,9 @@ def cannot_listen(e: OSError, addr: str, port: int, *, addr_option: str,
     option at fault: the address (not one of this machine's, not an address at all) or
     the port (taken, or privileged)."""
     reason = e.strerror or str(e)
+    if not addr.strip():
+        return (f"{addr_option} is empty: give an address of this machine, such as "
+                "127.0.0.1, or 0.0.0.0 for all of them")
     if isinstance(e, socket.gaierror) or e.errno in (
             errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EINVAL):
         host, _, after = addr.rpartition(":")

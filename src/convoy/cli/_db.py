@@ -87,7 +87,7 @@ async def _migrate(db: str, busy_timeout: float
 
 
 @db_app.command("compact")
-def compact(db: DbOption = DEFAULT_DB) -> None:
+def compact(db: DbOption = DEFAULT_DB, busy_timeout: WriteBusyTimeoutOption = 10.0) -> None:
     """Leave no trace of deleted rows (erased subjects, purged sessions) in the store's
     files: SQLite: a checkpoint, `VACUUM`, the WAL truncated; PostgreSQL: `VACUUM FULL` of
     the tables a purge touches, their planner statistics drawn again, and `VACUUM FULL` of
@@ -100,12 +100,12 @@ def compact(db: DbOption = DEFAULT_DB) -> None:
     Example: `convoy db compact --db convoy.db`
     """
     require_convoy_store(db, nothing="compact")
-    run_async(_compact(db))
+    run_async(_compact(db, busy_timeout))
     out.print(f"{label(db)}: compacted", markup=False)
 
 
-async def _compact(db: str) -> None:
-    async with open_store(db, write=True) as store:
+async def _compact(db: str, busy_timeout: float) -> None:
+    async with open_store(db, write=True, busy_timeout=busy_timeout) as store:
         await store.compact()
 
 
