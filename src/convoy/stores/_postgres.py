@@ -674,11 +674,15 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
 
         async def insert(conn: Conn) -> list[str]:
             held: dict[tuple[str, str | None], str | None] = {}
-            for s in sessions:  # (read FOR SHARE: an erasure's purge waits, see purge)
-                if s.subject_key is not None and (s.tenant, s.subject) not in held:
-                    found = await (await conn.execute(
-                        _SUBJECT_SQL.key_get + " FOR SHARE", (s.tenant, s.subject))).fetchone()
-                    held[(s.tenant, s.subject)] = None if found is None else str(found[0])
+            keyed = sorted({(s.tenant, s.subject) for s in sessions
+                            if s.subject_key is not None and s.subject is not None})
+            for tenant, subject in keyed:  # (the subject's lock shared, in one order, and
+                # the key read FOR SHARE: an erasure's purge waits, see purge)
+                await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)",
+                                   (self._subject_lock(tenant, subject),))
+                found = await (await conn.execute(
+                    _SUBJECT_SQL.key_get + " FOR SHARE", (tenant, subject))).fetchone()
+                held[(tenant, subject)] = None if found is None else str(found[0])
             keys_held(sessions, lambda t, subject: held.get((t, subject)))
             cur = conn.cursor()
             await cur.executemany(sql.INSERT_SESSION + " RETURNING id", rows,

@@ -11,6 +11,7 @@ backups still hold is the cluster operator's to manage.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -68,6 +69,14 @@ class PostgresSubjects:
                            atomic: bool, again: bool) -> T: ...
 
         def _key_lock(self, tenant: str, namespace: str, key: str) -> int: ...
+
+    def _subject_lock(self, tenant: str, subject: str) -> int:
+        """The advisory lock of a data subject: an erasure's purge takes it, a creation of
+        the subject's sessions takes it shared (64 bits of a hash of the schema, the
+        tenant and the subject)."""
+        name = "\0".join(("convoy-subject", self.schema, tenant, subject))
+        return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big",
+                              signed=True)
 
     async def subject_key_get(self, tenant: str, subject: str) -> str | None:
         rows = await self._read(_SQL.key_get, (tenant, subject))
@@ -133,9 +142,14 @@ class PostgresSubjects:
             sessions = versions = 0
             ids = session_ids
             if subject is not None:
-                # The key first (a creation of the subject's session reads it FOR SHARE:
-                # it commits before this reads the sessions below, or finds the key gone),
-                # then the sessions that name the subject now, any made since listed too.
+                # The subject's lock first (a creation of the subject's sessions takes it
+                # shared: it commits before this reads the sessions below, or finds the
+                # key gone; the key's row alone is no lock when there is none, as for a
+                # second erasure, and a key made meanwhile would be destroyed under a
+                # session made with it), then the key, then the sessions that name the
+                # subject now, any made since listed too.
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)",
+                                   (self._subject_lock(tenant, subject),))
                 await conn.execute(_SQL.key_get + " FOR UPDATE", (tenant, subject))
                 cur = await conn.execute(_SQL.named, (tenant, subject))
                 ids = with_named(session_ids, await cur.fetchall())
