@@ -217,9 +217,12 @@ class PostgresSubjects:
 
     async def compact(self) -> None:
         async def vacuum(conn: Conn) -> None:
+            # (what is owed as it begins: a purge that commits meanwhile stays owed)
+            owed = await (await conn.execute(_SQL.kv_get, COMPACTION_OWED)).fetchone()
             await conn.execute(f"VACUUM FULL {', '.join(PURGED_TABLES)}")
             await refresh_statistics(conn, self.schema, PURGED_TABLES)
-            await conn.execute(_SQL.owed_paid, COMPACTION_OWED)  # (compacted: owed no more)
+            if owed is not None:  # (compacted: owed no more)
+                await conn.execute(_SQL.owed_paid, (*COMPACTION_OWED, owed[0]))
 
         await self._drain()
         try:

@@ -192,11 +192,13 @@ class SQLiteSubjects:
         conn = self.conn
         try:
             conn.execute("PRAGMA secure_delete=ON")
+            # (what is owed as it begins: a purge that commits meanwhile stays owed)
+            owed = next(iter(conn.execute(_SQL.kv_get, COMPACTION_OWED).fetchall()), None)
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.execute("VACUUM")
             busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            if not (busy and busy[0]):  # (compacted: owed no more, and that checkpointed)
-                conn.execute(_SQL.owed_paid, COMPACTION_OWED)
+            if owed is not None and not (busy and busy[0]):  # (compacted: owed no more,
+                conn.execute(_SQL.owed_paid, (*COMPACTION_OWED, owed[0]))  # checkpointed)
                 busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.Error as e:
             if isinstance(e, sqlite3.OperationalError) and _is_busy(e):

@@ -75,7 +75,9 @@ class SubjectSQL:
         # That a compaction is owed (:data:`~convoy.stores._protocol.COMPACTION_OWED`).
         self.owe = (f"INSERT INTO kv(namespace,key,value) VALUES({m},{m},{m}) "
                     "ON CONFLICT(namespace,key) DO UPDATE SET value=excluded.value")
-        self.owed_paid = f"DELETE FROM kv WHERE namespace={m} AND key={m}"
+        # Paid: deleted only as the compaction read it before it began (parameters:
+        # namespace, key, value): a purge that committed as it ran is owed its own.
+        self.owed_paid = f"DELETE FROM kv WHERE namespace={m} AND key={m} AND value={m}"
         self.record = (f"INSERT INTO erasures(tenant,reason,subject_ref,sessions,"
                        f"state_versions,key_destroyed,at) VALUES({m},{m},{m},{m},{m},{m},{m})")
         self.erasures = f"SELECT {_ERASURE_COLS} FROM erasures"
