@@ -190,14 +190,7 @@ def _write_whole(output: Path, text: str) -> None:
     except OSError as e:
         if not (isinstance(e, PermissionError) and os.access(target, os.W_OK)):
             fail(f"--output: cannot write {str(output)!r}: {e.strerror or e}")
-        try:  # a file its owner may write in a directory they may not: over it, in place
-            fd = os.open(target, os.O_WRONLY | os.O_TRUNC)
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-        except OSError as again:
-            fail(f"--output: cannot write {str(output)!r}: {again.strerror or again}",
-                 RUN_FAILURE)
+        _write_in_place(output, target, text)
         return
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -211,6 +204,32 @@ def _write_whole(output: Path, text: str) -> None:
         fail(f"--output: cannot write {str(output)!r}: {e.strerror or e}; nothing was "
              "written there" + (" (the file that was there is left as it was)"
                                 if target.exists() else ""), RUN_FAILURE)
+
+
+def _write_in_place(output: Path, target: Path, text: str) -> None:
+    """Write over the file ``target``, which its owner may write in a directory they may
+    not (no new file can be put beside it): made readable by its owner only before it is
+    emptied (a file this user may not restrict is left as it was), then written. A write
+    that fails midway leaves the first part of the export there, and says so."""
+    try:
+        fd = os.open(target, os.O_WRONLY)
+    except OSError as e:
+        fail(f"--output: cannot write {str(output)!r}: {e.strerror or e}")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        try:
+            os.fchmod(fd, 0o600)
+        except OSError as e:
+            fail(f"--output: cannot write {str(output)!r}: {e.strerror or e} (making it "
+                 "readable by its owner only, as an export of personal data must be); "
+                 "nothing was written there", RUN_FAILURE)
+        try:
+            os.ftruncate(fd, 0)
+            f.write(text)
+            f.flush()
+        except OSError as e:
+            fail(f"--output: cannot write {str(output)!r}: {e.strerror or e}; it holds part "
+                 "of the export now (written over the file, as its directory takes no new "
+                 "file): delete it, or write the export elsewhere", RUN_FAILURE)
 
 
 def _output_file(given: str | None) -> Path | None:

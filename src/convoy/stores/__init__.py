@@ -44,6 +44,7 @@ from convoy.stores._protocol import (
 )
 from convoy.stores._rows import LeftOut
 from convoy.stores._sqlite import SQLiteStore
+from convoy.stores._subjects_sql import SubjectKeyGone
 from convoy.stores._url import DEFAULT_STORE, default_store_url, is_postgres_url, store_from_url
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ __all__ = [
     "StepRecord",
     "Store",
     "StoreSummary",
+    "SubjectKeyGone",
     "default_store_url",
     "is_postgres_url",
     "store_from_url",
