@@ -141,8 +141,15 @@ async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
                 except BaseException as e:
                     _tell(tap, ctx, key, agent, replaying, None, e, perf_ns() - t)
                     raise
-                _tell(tap, ctx, key, agent, replaying, None if done else result[0], None,
-                      perf_ns() - t)
+                # (``_tell``, inlined: this runs on every agent run)
+                ns = perf_ns() - t
+                ended: AgentRunEnded = _new_tuple(AgentRunEnded, (
+                    ctx, key, agent, replaying, replaying and ended_earlier(ctx, key),
+                    None if done else result[0], None, ns))
+                try:
+                    tap(ended)
+                except Exception:
+                    _tap_raised(ended)
         except (Exception, SessionTerminated) as e:
             rules = agent.escalation or s.runtime.escalation
             if rules is None or not escalates(rules, e):
