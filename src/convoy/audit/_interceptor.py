@@ -191,7 +191,8 @@ class AuditInterceptor(Interceptor):
             # last one.
             tap.last_at = last
             tap.queue(tap.take_records(), repr(last))
-        input.journal_taps.append(tap)
+        input.journal_taps.append(tap.__call__)  # (a bound method: called without
+        # the lookup of ``__call__`` a call of the tap itself makes, on every record)
         end = await next(input)
         if end.status == "interrupted" and (end.error or {}).get("type") == "LeaseLost":
             # Another engine took the session over: it seals these from the journal.
