@@ -31,7 +31,8 @@ def _write(conn: sqlite3.Connection, appends: Sequence[Append],
     ``heads`` caches each tenant's size as this store last wrote it: the head is moved
     with a compare-and-set from it (one statement), and only when another writer moved it
     meanwhile (or a batch that wrote it was rolled back) is it moved and read back."""
-    execute = conn.execute
+    execute = conn.cursor().execute  # (one cursor for every statement: ``conn.execute``
+    # makes a cursor each time, and registers a weak reference to it)
     runs: Sequence[tuple[str, Sequence[bytes]]]
     if len(appends) == 1 and appends[0][2] is None:
         runs = [appends[0][:2]]
@@ -103,7 +104,7 @@ class SQLiteAudit:
         items = list(seals)
 
         def seal(conn: sqlite3.Connection) -> list[bool]:
-            execute = conn.execute
+            execute = conn.cursor().execute  # (one cursor: see ``_write``)
             moved: list[bool] = []
             appends: list[Append] = []
             for s in items:
