@@ -245,3 +245,13 @@ def test_definitions_made_in_many_threads_at_once_are_all_known(
         sys.setswitchinterval(switch)
     assert errors == [] and len(agents._RECENT) == 8
 
+
+
+@settings(max_examples=2000, deadline=None)
+@given(at=st.one_of(st.floats(min_value=1e-4, max_value=1e16, allow_nan=False),
+                    st.floats(min_value=1.5e9, max_value=2.5e9),
+                    st.floats(allow_nan=False, allow_infinity=True)))
+def test_a_cursors_time_is_written_as_repr_writes_it(at: float) -> None:
+    """An audit cursor is compared as text with the one another engine (or an earlier
+    Convoy) wrote by ``repr``: ``time_text`` writes the same."""
+    assert journal.time_text(at) == repr(at)

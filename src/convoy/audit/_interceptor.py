@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 from convoy._errors import StoreError, UserError
 from convoy._trace_context import trace_id_of
 from convoy.audit._event import AuditEvent, AuditKind, digest
-from convoy.audit._journal import JournalEntries, Kept, name_redactor
+from convoy.audit._journal import JournalEntries, Kept, name_redactor, time_text
 from convoy.audit._log import AuditLog
 from convoy.audit._sealer import (
     AUDIT_CURSOR,
@@ -199,7 +199,7 @@ class AuditInterceptor(Interceptor):
             return end
         records = tap.take_records()
         ended = (self._cancelled(input, end),) if end.status == "cancelled" else ()
-        after = None if tap.last_at is None else repr(tap.last_at)
+        after = None if tap.last_at is None else time_text(tap.last_at)
         if records or ended or (after is not None and after != tap.cursor_text):
             # The records are committed already (a tap sees a record once written): the
             # sealer makes and appends their entries with its next batch, in a commit of

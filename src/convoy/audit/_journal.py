@@ -88,6 +88,14 @@ _REFUSALS = frozenset({"ToolDenied", "PolicyDenied"})
 #: outside that range takes the general path).
 _number = to_json
 
+
+def time_text(at: float) -> str:
+    """``repr(at)``: the text of a record's time as an audit cursor holds it (for a float
+    from 1e-4 to 1e16, every clock's, :data:`_number`'s: the same text, without the
+    arbitrary-precision arithmetic of ``repr``'s shortest digits)."""
+    return _number(at).decode() if type(at) is float and 1e-4 <= at < 1e16 else repr(at)
+
+
 #: What an entry needs of a journal record, as a tuple: ``(key, kind, target, status,
 #: result, input_hash, agent, input_tokens, output_tokens, at, config)`` (:func:`kept`).
 #: Strings, numbers and ``None`` only, so the garbage collector stops tracking it at its
@@ -377,4 +385,5 @@ class JournalEntries:
 _STATUS = itemgetter(3)
 
 
-__all__ = ["JournalEntries", "Kept", "entries_of", "entry_of", "kept", "masked", "name_redactor"]
+__all__ = ["JournalEntries", "Kept", "entries_of", "entry_of", "kept", "masked", "name_redactor",
+           "time_text"]
