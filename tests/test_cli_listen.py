@@ -67,6 +67,15 @@ def test_worker_blames_a_taken_metrics_port(workdir: object, taken: int) -> None
     assert "--metrics-addr" not in res.stderr
 
 
+@pytest.mark.parametrize("addr", ["", "  "])
+def test_worker_says_an_empty_metrics_address_is_empty(workdir: object, addr: str) -> None:
+    """As ``metrics serve --addr ''``: ``--metrics-addr ''`` served on 127.0.0.1 without a
+    word (``''`` read as no address given), and ``'  '`` said nothing of the value."""
+    res = cli("worker", "cli_flows", "--metrics-port", "0", "--metrics-addr", addr)
+    one_line_error(res, 2, "--metrics-addr is empty: give an address of this machine, such "
+                           "as 127.0.0.1, or 0.0.0.0 for all of them")
+
+
 def test_worker_refuses_a_metrics_address_without_a_port(workdir: object) -> None:
     """--metrics-addr alone served nothing and said nothing."""
     one_line_error(cli("worker", "cli_flows", "--metrics-addr", "0.0.0.0"), 2,

@@ -244,6 +244,9 @@ def worker(
         fail(f"--metrics-addr {quoted(metrics_addr)} needs --metrics-port PORT: the worker "
              "serves its "
              "metrics only on a port it is given")
+    if metrics_addr is not None and not metrics_addr.strip():  # (not the default: said)
+        fail("--metrics-addr is empty: give an address of this machine, such as 127.0.0.1, "
+             "or 0.0.0.0 for all of them")
     metrics_addr = metrics_addr or "127.0.0.1"
     with stop_signals(say) as stop:  # first: from now on a signal stops the worker cleanly
         scope = tenant_scope(tenant, all_tenants)
