@@ -107,7 +107,8 @@ def test_read_only_commands_leave_a_store_without_its_addons_as_it_was(
     assert res.stdout.strip().endswith(f"at store schema {SCHEMA_VERSION}; added add-ons "
                                        "agent_config, alerts, subjects, step_began, "
                                        "alert_keys, alerts_open_once, alert_outbox_order, "
-                                       "private_statistics, audit_cursor_reset"), res.stdout
+                                       "private_statistics, audit_cursor_reset, "
+                                       "state_floor"), res.stdout
     assert "already" in cli("db", "migrate", "--db", db).stdout
     assert backend.snapshot() != before
 
@@ -125,12 +126,13 @@ def test_a_feature_whose_addon_is_missing_reads_as_nothing_there(backend: Backen
     assert info["addons_missing"] == ["agent_config", "alerts", "subjects", "step_began",
                                       "alert_keys", "alerts_open_once",
                                       "alert_outbox_order", "private_statistics",
-                                      "audit_cursor_reset"]
+                                      "audit_cursor_reset", "state_floor"]
     assert info["sessions"] == {"completed": 3, "waiting": 1}
     text = cli("db", "info", "--db", db).stdout
     # (the command to run names the store, as --db did)
     assert "missing agent_config, alerts, subjects, step_began, alert_keys, alerts_open_once, " \
-        "alert_outbox_order, private_statistics, audit_cursor_reset ('convoy db migrate " \
+        "alert_outbox_order, private_statistics, audit_cursor_reset, state_floor ('convoy " \
+        "db migrate " \
         "--db " in text
     assert "' adds them" in text
     assert cli("db", "migrate", "--db", db).code == 0

@@ -137,7 +137,8 @@ async def test_a_session_waiting_on_a_key_that_goes_wakes_at_its_next_write(
     """A review: a kept session waiting for a key past version 3, whose every version
     purged sessions wrote: the key went, its next write was version 1, and the watch,
     waiting past 3, never fired. The watch now waits past what the key is after the purge
-    (0: gone), so the next write wakes the session."""
+    (0: gone), so the next write wakes the session; that write is version 4, past the
+    versions the purge deleted (a number never names two values)."""
     clock = FakeClock()
     async with _engine(db, clock) as eng:
         for mode in ("a", "b", "c"):
@@ -149,9 +150,9 @@ async def test_a_session_waiting_on_a_key_that_goes_wakes_at_its_next_write(
         assert (event.sessions, event.state_versions) == (3, 3)
         config = eng.state("config")
         assert (await config.get("mode")).version == 0
-        await config.set("mode", "done", expected_version=0)       # version 1 of a new key
+        await config.set("mode", "done", expected_version=0)       # a new key, version 4
         [woken] = await eng.resume()
-        assert woken.id == waiting.id and woken.ok and woken.output == ["done", 1], woken
+        assert woken.id == waiting.id and woken.ok and woken.output == ["done", 4], woken
 
 
 @convoy.workflow(name="retention.note_waiter")

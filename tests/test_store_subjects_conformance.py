@@ -95,14 +95,18 @@ async def test_purge_deletes_sessions_with_all_they_wrote_and_records_it(
     assert await store.get_session("gone") is None
     assert await store.journal("gone") == [] and await store.next_signal("gone", "go") is None
     cur = await store.state_get("t1", "ns", "k")
-    assert cur is not None and (cur.version, cur.value) == (1, "1")  # falls back
+    # (falls back to its newest remaining value, under the erased version's number)
+    assert cur is not None and (cur.version, cur.value) == (2, "1")
     assert await store.state_get("t1", "ns", "only") is None
     assert await store.state_get("t1", "ns", "made") is None
     assert await store.state_history("t1", "ns", "made") == []
     assert [e.version for e in await store.state_history("t1", "ns", "k")] == [1]
     assert await store.subject_key_get("t1", "p") is None
     assert await suite.must(store, "kept") and len(await store.journal("kept")) == 1
-    assert (await store.state_put(write("k", 5, 1, None))).written  # writes go on
+    assert not (await store.state_put(write("k", 5, 1, None))).written  # (stale)
+    assert (await store.state_put(write("k", 5, 2, None))).entry.version == 3  # writes go on
+    # (keys it deleted whole start again past the highest version deleted)
+    assert (await store.state_put(write("only", 7, 0, None))).entry.version == 3
     assert [e.reason for e in await store.erasures()] == ["erasure", "erasure"]
     await store.compact()
     assert await suite.must(store, "kept")
@@ -157,8 +161,48 @@ async def test_a_retention_purge_deletes_only_the_state_versions_its_sessions_wr
     assert put.written and put.entry.version == 3 and put.woken == 1  # the watch fired
     assert await store.next_signal("parked", "w") is not None
     assert await versions("tail") == [(1, '"kept"'), (3, '"next"')]
-    assert (await store.state_put(write("solo", 1, 0, None))).entry.version == 1  # new key
+    # A key it deleted whole starts again past the highest version deleted.
+    assert (await store.state_put(write("solo", 1, 0, None))).entry.version == 3
     assert (await store.purge("t1", ["old"], reason="retention")).state_versions == 0
+
+
+@pytest.mark.parametrize("reason", ["retention", "erasure"])
+async def test_a_key_deleted_whole_never_gives_a_version_number_again(
+        stores: suite.Opener, reason: str) -> None:
+    """A purge that deletes a key whole (every version of it its sessions wrote, or that
+    one of them created, on an erasure) keeps its highest version as its tenant's floor:
+    the key written again starts past it, so a writer that read the deleted key's version
+    N gets a conflict, not a write against another value numbered N (as it would if the
+    new key's versions restarted at 1 and came back to N). Keys already there, and other
+    tenants, are numbered as before; a second store on the same database, which saw no
+    purge, numbers past it too."""
+    first, second = await stores(), await stores()
+    for session in ("gone", "small"):
+        await owned(first, session)
+        await first.release(session, "A")
+    for w in (write("doc", "a", 0, "gone"), write("doc", "b", 1, "gone"),
+              write("doc", "c", 2, "gone"), write("kept", "x", 0, None),
+              write("low", 1, 0, "small"),
+              write("doc", "other tenant", 0, None, tenant="t2")):
+        assert (await second.state_put(w)).written, w  # (the second store's cache: 0)
+    read = await first.state_get("t1", "ns", "doc")  # a writer reads version 3
+    assert read is not None and read.version == 3
+    await first.purge("t1", ["gone"], reason=reason)  # type: ignore[arg-type]
+    assert await second.state_get("t1", "ns", "doc") is None
+    made = await second.state_put(write("doc", "new", 0, None))
+    assert made.written and made.entry is not None and made.entry.version == 4
+    stale = await second.state_put(write("doc", "lost update", 3, None))
+    assert not stale.written and stale.entry is not None and stale.entry.value == '"new"'
+    for version in (4, 5):
+        assert (await first.state_put(write("doc", version, version, None))).written
+    assert [e.version for e in await first.state_history("t1", "ns", "doc")] == [4, 5, 6]
+    assert (await first.state_put(write("kept", "y", 1, None))).entry.version == 2
+    assert (await second.state_put(write("fresh", 1, 0, None))).entry.version == 4
+    assert (await first.state_put(write("new2", 1, 0, None, tenant="t2"))).entry.version == 1
+    # A later purge that deletes a key at a lower version leaves the floor where it was.
+    await first.purge("t1", ["small"], reason=reason)  # type: ignore[arg-type]
+    assert await first.state_get("t1", "ns", "low") is None
+    assert (await second.state_put(write("low", 1, 0, None))).entry.version == 4
 
 
 async def test_finished_before_lists_old_finished_sessions_only(

@@ -183,6 +183,8 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
         # Leases this store object granted, confirmed by a committed claim or renewal (or a
         # creation, until its batch says otherwise): session id -> (owner, expiry).
         self._leases: dict[str, tuple[str, float]] = {}
+        #: Each tenant's state floor as this store last saw it (see ``state_put``).
+        self._state_floors: dict[str, int] = {}
         self._seq = 0
         self.commits = 0
         self.records = 0

@@ -30,6 +30,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from convoy._errors import StoreError
 from convoy.stores._audit_sql import pg_append
 from convoy.stores._postgres_conn import Statements
 from convoy.stores._protocol import StateEntry, StateWrite, StateWriteResult
@@ -44,20 +45,25 @@ _LOCK_KEY = "SELECT pg_advisory_xact_lock(%(lock)s)"
 _WAKES = "s.status='waiting' AND f.name = ANY(string_to_array(s.wait_name, chr(31)))"
 # One compare-and-set: lands only if this writer did not write the key before (``prior``)
 # and the key is at the expected version; keeps the version in the history, fires the
-# key's watches, signals their sessions and wakes those that wait for the signal. Returns
-# the new version, else this writer's earlier version, else the current one.
+# key's watches, signals their sessions and wakes those that wait for the signal; a new
+# key only past its tenant's floor (``state_floor``: the highest version a purge deleted
+# whole). Returns the new version, else this writer's earlier version, else the current
+# one, else (a new key, none of those) the floor that ``version`` is not past.
 _PUT = f"""
 WITH prior AS (
   SELECT {_COLS} FROM state_history
   WHERE session_id=%(session)s AND step_key=%(step)s AND {_WHERE_KEY} LIMIT 1
 ), cur AS (
   SELECT {_COLS} FROM state WHERE {_WHERE_KEY}
+), floor AS (
+  SELECT version FROM state_floor WHERE tenant=%(tenant)s AND version >= %(version)s
 ), new AS (
   INSERT INTO state({_COLS})
   SELECT %(tenant)s, %(ns)s, %(key)s, %(version)s, %(value)s, %(session)s, %(agent)s,
          %(step)s, %(at)s
   WHERE NOT EXISTS (SELECT 1 FROM prior)
     AND COALESCE((SELECT version FROM cur), 0) = %(expected)s
+    AND (%(expected)s > 0 OR NOT EXISTS (SELECT 1 FROM floor))
   ON CONFLICT (tenant, namespace, key) DO UPDATE SET version=excluded.version,
     value=excluded.value, session_id=excluded.session_id, agent=excluded.agent,
     step_key=excluded.step_key, at=excluded.at
@@ -82,7 +88,12 @@ WITH prior AS (
 SELECT 0, {_COLS}, (SELECT count(*) FROM fired) FROM new
 UNION ALL SELECT 1, {_COLS}, 0 FROM prior
 UNION ALL SELECT 2, {_COLS}, 0 FROM cur
+UNION ALL SELECT 3, NULL, NULL, NULL, version, NULL, NULL, NULL, NULL, NULL, 0 FROM floor
+  WHERE %(expected)s = 0 AND NOT EXISTS (SELECT 1 FROM prior)
 """
+#: Tries of a new key's write whose tenant's floor rose each time since it was read, and
+#: the tenants whose floors a store keeps (more: it forgets them, and reads them again).
+_FLOOR_TRIES, _MAX_FLOORS = 8, 10_000
 # The audit entries of a write, appended only if this transaction wrote the key's new
 # version (``xmin``: the row version it made), as ``PG_APPEND`` appends.
 _AUDIT_IF_WRITTEN = pg_append(
@@ -112,6 +123,7 @@ class PostgresState:
 
     clock: Callable[[], float]
     schema: str
+    _state_floors: dict[str, int]
 
     if TYPE_CHECKING:
         async def _locked_then(self, statements: Statements, *,
@@ -133,30 +145,46 @@ class PostgresState:
     async def state_put(self, write: StateWrite) -> StateWriteResult:
         w = write
         expected = w.expected_version or 0
-        params = {
-            "tenant": w.tenant, "ns": w.namespace, "key": w.key, "value": w.value,
-            "session": w.session_id, "agent": w.agent, "step": w.step_key,
-            "expected": expected, "version": expected + 1, "at": self.clock(),
-            "lock": self._key_lock(w.tenant, w.namespace, w.key),
-            "payload": json.dumps({"namespace": w.namespace, "key": w.key,
-                                   "version": expected + 1})}
+        floors = self._state_floors
         # A write that names its writer lands once however often it runs: after a lost
         # connection it may simply run again.
         again = w.session_id is not None and w.step_key is not None
-        statements: list[tuple[str, Any]] = [(_LOCK_KEY, params), (_PUT, params)]
-        if w.audit:  # the entries ride this transaction, appended only if the write landed
-            statements.append((_AUDIT_IF_WRITTEN, {
-                **params, "n": len(w.audit), "bodies": list(w.audit)}))
-        results = await self._locked_then(statements, again=again)
-        rows = results[1]
-        # One row each: the new version (0), this writer's earlier one (1), the current (2).
-        row = min(rows, key=lambda r: int(r[0]), default=None)
-        if row is None:  # a conflict on a key that does not exist
-            return StateWriteResult(written=False, entry=None)
-        kind, entry = int(row[0]), state_entry(row[1:])
-        if kind == 0:
-            return StateWriteResult(written=True, entry=entry, woken=int(row[-1]))
-        return StateWriteResult(written=kind == 1, entry=entry)
+        for _ in range(_FLOOR_TRIES):
+            # A new key starts past the tenant's floor (the highest version a purge deleted
+            # whole), as this store last saw it; the write checks it under the key's lock,
+            # and one that finds it higher says so (3) and is made again past it.
+            version = expected + 1 if expected else floors.get(w.tenant, 0) + 1
+            params = {
+                "tenant": w.tenant, "ns": w.namespace, "key": w.key, "value": w.value,
+                "session": w.session_id, "agent": w.agent, "step": w.step_key,
+                "expected": expected, "version": version, "at": self.clock(),
+                "lock": self._key_lock(w.tenant, w.namespace, w.key),
+                "payload": json.dumps({"namespace": w.namespace, "key": w.key,
+                                       "version": version})}
+            statements: list[tuple[str, Any]] = [(_LOCK_KEY, params), (_PUT, params)]
+            if w.audit:  # the entries ride this transaction, appended only if it landed
+                statements.append((_AUDIT_IF_WRITTEN, {
+                    **params, "n": len(w.audit), "bodies": list(w.audit)}))
+            results = await self._locked_then(statements, again=again)
+            rows = results[1]
+            # One row each: the new version (0), this writer's earlier one (1), the
+            # current (2), the tenant's floor past the new key's version tried (3).
+            row = min(rows, key=lambda r: int(r[0]), default=None)
+            if row is None:  # a conflict on a key that does not exist
+                return StateWriteResult(written=False, entry=None)
+            kind = int(row[0])
+            if kind == 3:
+                if len(floors) >= _MAX_FLOORS:
+                    floors.clear()
+                floors[w.tenant] = int(row[4])
+                continue
+            entry = state_entry(row[1:])
+            if kind == 0:
+                return StateWriteResult(written=True, entry=entry, woken=int(row[-1]))
+            return StateWriteResult(written=kind == 1, entry=entry)
+        raise StoreError(f"a new shared-state key was not written: purges raised its "
+                         f"tenant's version floor as it was written, {_FLOOR_TRIES} times "
+                         "in a row; write it again", transient=True)
 
     async def state_history(self, tenant: str, namespace: str, key: str, *,
                             limit: int | None = None,

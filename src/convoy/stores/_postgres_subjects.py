@@ -139,7 +139,7 @@ class PostgresSubjects:
         sweep = sweep_due(self._swept, now)
 
         async def purge(conn: Conn) -> Erasure:
-            sessions = versions = 0
+            sessions = versions = floor = 0
             ids = session_ids
             if subject is not None:
                 # The subject's lock first (a creation of the subject's sessions takes it
@@ -181,14 +181,19 @@ class PostgresSubjects:
                 for ns, key in await cur.fetchall():
                     versions += (await conn.execute(_SQL.key_versions,
                                                     (tenant, ns, key))).rowcount
-                    await conn.execute(_SQL.key_current, (tenant, ns, key))
+                    gone = await (await conn.execute(_SQL.key_current,
+                                                     (tenant, ns, key))).fetchone()
+                    floor = max(floor, int(gone[0]) if gone else 0)
                     await conn.execute(*_SQL.rewatch(tenant, ns, key))
                 versions += (await conn.execute(history, (tenant, *chunk))).rowcount
                 cur = await conn.execute(current, (tenant, *chunk))
                 for row in await cur.fetchall():
-                    await conn.execute(*_SQL.fall_back_to(reason, row))
+                    if not (await conn.execute(*_SQL.fall_back_to(row))).rowcount:
+                        floor = max(floor, int(row[3]))  # (none remains: it went whole)
                     await conn.execute(*_SQL.rewatch(*row[:3]))
                 sessions += (await conn.execute(drop, (tenant, *chunk))).rowcount
+            if floor:
+                await conn.execute(*_SQL.floor(tenant, floor))
             destroyed = subject is not None and \
                 (await conn.execute(_SQL.key_delete, (tenant, subject))).rowcount > 0
             if subject is not None:

@@ -849,7 +849,10 @@ class Store(Protocol):
         """Compare-and-set one key (see :class:`StateWrite`), atomically across every store
         object and process on the same database. A write that lands is kept in the key's
         history, and fires every watch on the key (:meth:`state_watch`) in the same
-        transaction."""
+        transaction. A new version is numbered one past the key's current version; a new
+        key's first, one past its tenant's floor (the highest version of the tenant's keys
+        a :meth:`purge` deleted whole; 0: none), so a version number never names two
+        values of one key."""
         ...
 
     async def state_history(self, tenant: str, namespace: str, key: str, *,
@@ -987,8 +990,11 @@ class Store(Protocol):
         their private namespace ``session:<id>``), which go whole: the keys of shared
         namespaces they created keep the versions other writers made. A key whose current
         version it deletes falls back to its newest remaining version's value and writer
-        under the deleted version's number, so that a key's version never goes back (an
-        erasure's fall-back keeps the remaining version's number).
+        under the deleted version's number (an erasure's too), so that a key's version
+        never goes back; a key it deletes whole raises its tenant's floor (the
+        ``state_floor`` add-on's table) to the key's version, and a key created later
+        starts past it (:meth:`state_put`): a writer that read the deleted key's version
+        gets a conflict, never a write against another value under that number.
 
         Each deleted session's audit cursor is kept as it was, in :data:`AUDIT_CURSORS`
         (its tombstone; SQLite copies it there from the session's row): a seal an engine

@@ -25,6 +25,8 @@ _WHERE_KEY = "tenant=? AND namespace=? AND key=?"
 _CURRENT = f"SELECT {_COLS} FROM state WHERE {_WHERE_KEY}"
 _BY_WRITER = (f"SELECT {_COLS} FROM state_history WHERE session_id=? AND step_key=? AND "
               f"{_WHERE_KEY}")
+# The highest version of the tenant's keys a purge deleted whole (none: no row).
+_FLOOR = "SELECT version FROM state_floor WHERE tenant=?"
 _PUT_CURRENT = f"INSERT OR REPLACE INTO state({_COLS}) VALUES(?,?,?,?,?,?,?,?,?)"
 _PUT_HISTORY = f"INSERT INTO state_history({_COLS}) VALUES(?,?,?,?,?,?,?,?,?)"
 _FIRE = (f"DELETE FROM state_watch WHERE {_WHERE_KEY} AND after_version<? "
@@ -73,6 +75,9 @@ class SQLiteState:
             if current != (w.expected_version or 0):
                 return StateWriteResult(written=False,
                                         entry=state_entry(row) if row is not None else None)
+            if row is None:  # a new key: past every version a purge deleted whole
+                floor = conn.execute(_FLOOR, (w.tenant,)).fetchone()
+                current = int(floor[0]) if floor is not None else 0
             entry = StateEntry(tenant=w.tenant, namespace=w.namespace, key=w.key,
                                version=current + 1, value=w.value, session_id=w.session_id,
                                agent=w.agent, step_key=w.step_key, at=now)

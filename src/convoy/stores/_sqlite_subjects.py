@@ -122,7 +122,7 @@ class SQLiteSubjects:
         sweep = sweep_due(self._swept, now)
 
         def purge(conn: sqlite3.Connection) -> Erasure:
-            sessions = versions = 0
+            sessions = versions = floor = 0
             ids = session_ids if subject is None else with_named(  # (and any made since)
                 session_ids, conn.execute(_SQL.named, (tenant, subject)).fetchall())
             if finished_before is not None:  # (not one reopened since it was listed)
@@ -145,13 +145,17 @@ class SQLiteSubjects:
                 created = _SQL.created(len(chunk), own=reason == "retention")
                 for ns, key in conn.execute(created, (tenant, *chunk)).fetchall():
                     versions += conn.execute(_SQL.key_versions, (tenant, ns, key)).rowcount
-                    conn.execute(_SQL.key_current, (tenant, ns, key))
+                    gone = conn.execute(_SQL.key_current, (tenant, ns, key)).fetchone()
+                    floor = max(floor, int(gone[0]) if gone else 0)
                     conn.execute(*_SQL.rewatch(tenant, ns, key))
                 versions += conn.execute(history, (tenant, *chunk)).rowcount
                 for row in conn.execute(current, (tenant, *chunk)).fetchall():
-                    conn.execute(*_SQL.fall_back_to(reason, row))
+                    if not conn.execute(*_SQL.fall_back_to(row)).rowcount:
+                        floor = max(floor, int(row[3]))  # (none remains: it went whole)
                     conn.execute(*_SQL.rewatch(*row[:3]))
                 sessions += conn.execute(drop, (tenant, *chunk)).rowcount
+            if floor:
+                conn.execute(*_SQL.floor(tenant, floor))
             destroyed = subject is not None and \
                 conn.execute(_SQL.key_delete, (tenant, subject)).rowcount > 0
             if subject is not None:

@@ -59,6 +59,9 @@ class SubjectSQL:
 
     def __init__(self, mark: str) -> None:
         m = self.mark = mark
+        #: The larger of two values: SQLite's two-argument ``max``, PostgreSQL's
+        #: ``GREATEST`` (the dialect goes with the parameter mark).
+        self.greatest = "max" if mark == "?" else "GREATEST"
         self.key_get = f"SELECT wrapped FROM subject_keys WHERE tenant={m} AND subject={m}"
         self.key_put = (f"INSERT INTO subject_keys(tenant,subject,wrapped,created) "
                         f"VALUES({m},{m},{m},{m}) ON CONFLICT(tenant,subject) DO NOTHING")
@@ -88,31 +91,35 @@ class SubjectSQL:
         # erasure; a retention purge, of the sessions' own keys only: see ``created``).
         self.key_versions = (f"DELETE FROM state_history WHERE tenant={m} AND namespace={m} "
                              f"AND key={m}")
-        self.key_current = f"DELETE FROM state WHERE tenant={m} AND namespace={m} AND key={m}"
-        # The newest remaining version of a key whose current version was purged.
-        self.fall_back = (
-            "INSERT INTO state(tenant,namespace,key,version,value,session_id,agent,step_key,"
-            "at) SELECT tenant,namespace,key,version,value,session_id,agent,step_key,at FROM "
-            f"state_history WHERE tenant={m} AND namespace={m} AND key={m} "
-            "ORDER BY version DESC LIMIT 1")
-        # A retention purge's: the newest remaining version's value and writer, under the
-        # number of the version purged (first parameter), so that the key's version never
-        # goes back: a number is never given to two values (a compare-and-set against
-        # it, or a wait past it, means what it meant), and a key none of whose versions
-        # remains has no row to copy and goes.
+        self.key_current = (f"DELETE FROM state WHERE tenant={m} AND namespace={m} AND "
+                            f"key={m} RETURNING version")
+        # The newest remaining version's value and writer, under the number of the
+        # version purged (first parameter), so that the key's version never goes back: a
+        # number is never given to two values (a compare-and-set against it, or a wait
+        # past it, means what it meant), and a key none of whose versions remains has no
+        # row to copy and goes (its number is kept by :attr:`floor`).
         self.fall_back_numbered = (
             "INSERT INTO state(tenant,namespace,key,version,value,session_id,agent,step_key,"
             f"at) SELECT tenant,namespace,key,CAST({m} AS BIGINT),value,session_id,agent,"
             f"step_key,at FROM state_history WHERE tenant={m} AND namespace={m} AND key={m} "
             "ORDER BY version DESC LIMIT 1")
 
+    def floor(self, tenant: str, version: int) -> tuple[str, tuple[Any, ...]]:
+        """What keeps ``version``, the highest of a key a purge deleted whole (a key of
+        ``tenant``), from being given again: the tenant's floor, which a key created
+        after it starts past (:meth:`~convoy.stores.Store.state_put`), rises to it."""
+        m = self.mark
+        return (f"INSERT INTO state_floor(tenant,version) VALUES({m},{m}) ON CONFLICT(tenant) "
+                f"DO UPDATE SET version={self.greatest}(state_floor.version,excluded.version)",
+                (tenant, int(version)))
+
     def rewatch(self, tenant: str, namespace: str, key: str
                 ) -> tuple[str, tuple[Any, ...]]:
-        """What keeps the watches of a key a purge set back (deleted whole: its next write
-        is version 1; fallen back to an older number, an erasure's) from waiting past its
-        version for good: a watch waiting for a version past the key's current one waits
-        past the current one (0: the key is gone), so the key's next write fires it and
-        the session waiting on it looks again."""
+        """What keeps the watches of a key a purge deleted whole from waiting past what
+        the key is now (0: gone) for good, were its next version not past them (a key
+        an earlier release recreated): a watch waiting for a version past the key's
+        current one waits past the current one, so the key's next write fires it and the
+        session waiting on it looks again."""
         m = self.mark
         cur = f"COALESCE((SELECT version FROM state WHERE tenant={m} AND namespace={m} AND " \
               f"key={m}), 0)"
@@ -147,16 +154,14 @@ class SubjectSQL:
         return (f"SELECT DISTINCT namespace, key FROM state_history WHERE tenant={self.mark} "
                 f"AND version=1 AND session_id IN ({self.ids(n)}){mine} ORDER BY 1, 2")
 
-    def fall_back_to(self, reason: str, row: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+    def fall_back_to(self, row: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
         """What makes a key whose current version a purge deleted (``row``: ``(tenant,
         namespace, key, version)``, as the ``current`` statement of :meth:`purge_chunk`
-        returns it) current again at its newest remaining version: numbered as it was on
-        an erasure, as the version deleted on a retention purge (:attr:`fall_back_numbered`).
-        """
+        returns it) current again at its newest remaining version, under the number of the
+        version deleted (:attr:`fall_back_numbered`); its row count is 0 if none
+        remains (the key went whole: :meth:`floor`)."""
         tenant, namespace, key, version = row
-        if reason == "retention":
-            return self.fall_back_numbered, (int(version), tenant, namespace, key)
-        return self.fall_back, (tenant, namespace, key)
+        return self.fall_back_numbered, (int(version), tenant, namespace, key)
 
     def purge_chunk(self, tenant: str, ids: Sequence[str]
                     ) -> tuple[list[tuple[str, tuple[Any, ...]]], str, str, str]:
