@@ -184,6 +184,19 @@ class Background:
             self.proc.stdin.close()
 
 
+def when_mapped(proc: Background, marker: str) -> None:
+    """Return once ``marker`` is in the process's memory map (a shared library it loaded,
+    a file it opened and mapped: a store's -shm), or once it has exited."""
+    maps = Path(f"/proc/{proc.proc.pid}/maps")
+    while proc.proc.poll() is None:
+        try:
+            if marker in maps.read_text():
+                return
+        except OSError:  # exiting
+            return
+        os.sched_yield()
+
+
 #: A stop signal, how SIGINT was when the process started, the exit code: Ctrl-C; SIGINT to
 #: a worker started from a script's or CI runner's background job (SIGINT ignored: Python
 #: raises no KeyboardInterrupt); SIGTERM.

@@ -8,14 +8,13 @@ import loads appears in the process's memory map."""
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from .clikit import Background, background_fixture, cli, workdir
+from .clikit import Background, background_fixture, cli, when_mapped, workdir
 
 __all__ = ["background_fixture", "workdir"]
 
@@ -23,18 +22,6 @@ __all__ = ["background_fixture", "workdir"]
 WHILE_IMPORTING = ["_pydantic_core", "_sqlite3", "_decimal"]
 
 COMMANDS = [("metrics", "serve", "--port", "0"), ("worker", "cli_flows")]
-
-
-def _when_loaded(proc: Background, marker: str) -> None:
-    """Return once ``marker`` is in the process's memory map (or it has exited)."""
-    maps = Path(f"/proc/{proc.proc.pid}/maps")
-    while proc.proc.poll() is None:
-        try:
-            if marker in maps.read_text():
-                return
-        except OSError:  # exiting
-            return
-        os.sched_yield()
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps")
@@ -46,7 +33,7 @@ def test_sigint_while_starting_stops_the_command(
         marker: str) -> None:
     assert cli("db", "migrate").code == 0  # (a store: the command would serve it)
     proc = background(*args, sigint=sigint)
-    _when_loaded(proc, marker)
+    when_mapped(proc, marker)
     res = proc.stop(signal.SIGINT)  # fails after clikit.LIMIT if it never stops
     assert "Traceback" not in res.stderr, res.stderr
     if sigint == "ignored":  # Convoy handled it: the documented exit code

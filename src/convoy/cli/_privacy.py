@@ -3,6 +3,7 @@ data subjects, from the command line (see docs/privacy.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 from contextlib import suppress
@@ -12,12 +13,13 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from convoy import Engine, SubjectErased
-from convoy._command import word
-from convoy._errors import UnknownSubject, UserError
+from convoy._command import command, word
+from convoy._errors import ConvoyError, UnknownSubject, UserError
 from convoy._files import dangling_link, home_expanded
 from convoy._text import plural, quoted
 from convoy.cli._common import (
     DEFAULT_DB,
+    INTERRUPTED,
     MAX_COUNT,
     RUN_FAILURE,
     AllTenantsOption,
@@ -36,6 +38,7 @@ from convoy.cli._common import (
     require_convoy_store,
     require_store,
     run_async,
+    say,
     tenant_scope,
 )
 from convoy.cli._deciders import checked_by, who_decides
@@ -43,7 +46,7 @@ from convoy.cli._json import json_text
 from convoy.cli._render import fmt_time, line_list
 from convoy.engine._tenancy import DEFAULT_TENANT
 from convoy.privacy import MasterKey, parse_age
-from convoy.stores import Erasure, SessionRow
+from convoy.stores import Erasure, SessionRow, store_from_url
 
 SubjectArg = Annotated[str, typer.Argument(
     metavar="SUBJECT", help="The data subject, as sessions named it.",
@@ -96,16 +99,63 @@ def erase(subject: SubjectArg, db: DbOption = DEFAULT_DB, tenant: TenantOption =
                   "(--dry-run)", markup=False)
         return
     who = who_decides(by)
-    require_convoy_store(db, nothing="erase")
-    event = run_async(_erase(build_engine(db, busy_timeout=busy_timeout), subject,
-                             tenant or DEFAULT_TENANT, who))
-    if isinstance(event, SubjectErased):
-        _erased_already(subject, event)
-        return
-    out.print(f"erased subject {quoted(subject)} of tenant {quoted(event.tenant)}: "
-              f"{plural(event.sessions, 'session')}, "
-              f"{plural(event.state_versions, 'state version')}, key "
-              f"{'destroyed' if event.key else 'absent'} (erasure #{event.seq})", markup=False)
+    try:
+        require_convoy_store(db, nothing="erase")
+        event = run_async(_erase(build_engine(db, busy_timeout=busy_timeout), subject,
+                                 tenant or DEFAULT_TENANT, who))
+        if isinstance(event, SubjectErased):
+            _erased_already(subject, event)
+            return
+        out.print(f"erased subject {quoted(subject)} of tenant {quoted(event.tenant)}: "
+                  f"{plural(event.sessions, 'session')}, "
+                  f"{plural(event.state_versions, 'state version')}, key "
+                  f"{'destroyed' if event.key else 'absent'} (erasure #{event.seq})",
+                  markup=False)
+    except KeyboardInterrupt:
+        say(_interrupted_erasure(db, subject, tenant, busy_timeout))
+        raise typer.Exit(INTERRUPTED) from None
+
+
+def _interrupted_erasure(db: str, subject: str, tenant: str | None,
+                         busy_timeout: float) -> str:
+    """The line for an erasure Ctrl-C stopped: whether it committed (the erasure is one
+    transaction: all of it, or nothing), as the store now says, and what is left to do."""
+    named = tenant or DEFAULT_TENANT
+    whose = f"subject {quoted(subject)} of tenant {quoted(named)}"
+    try:  # (not run_async: its one line for a store error would be a second line here)
+        erased, owed = asyncio.run(_erasure_state(db, busy_timeout, subject, named))
+    except (Exception, KeyboardInterrupt) as e:
+        why = f"{e}" if isinstance(e, ConvoyError) else type(e).__name__
+        dry_run = command("erase", operands=[subject], options="--dry-run", db=db,
+                          tenant=tenant)
+        return (f"interrupted: whether {whose} was erased is not known (the store could "
+                f"not be read: {why}); {dry_run} says what is left to erase")
+    if erased is None:
+        return (f"interrupted before the erasure committed: nothing of {whose} was erased; "
+                "run the same command again")
+    if owed is not None:
+        return (f"interrupted after the erasure committed: {whose} is erased (erasure "
+                f"#{erased.seq}), but the store was not compacted, so deleted rows may "
+                f"remain in its files until {command('db compact', db=db)} succeeds: run it")
+    return (f"interrupted after the erasure committed: {whose} is erased (erasure "
+            f"#{erased.seq}) and the store compacted; nothing more to do")
+
+
+async def _erasure_state(db: str, busy_timeout: float, subject: str, tenant: str
+                         ) -> tuple[SubjectErased | None, str | None]:
+    """Whether the subject is erased now (nothing names it since), and the erasure whose
+    compaction is still owed, if one is, read from the store opened read-only."""
+    from convoy.stores._protocol import COMPACTION_OWED
+
+    async with Engine(store_from_url(db, busy_timeout=busy_timeout, read_only=True)) as engine:
+        try:
+            await engine.erase_plan(subject, tenant=tenant)
+            erased = None
+        except SubjectErased as e:
+            erased = e
+        except UserError:  # (unknown, or one of its sessions held: not erased by this)
+            erased = None
+        return erased, await engine.store.kv_get(*COMPACTION_OWED)
 
 
 def _erased_already(subject: str, e: SubjectErased) -> None:

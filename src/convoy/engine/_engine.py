@@ -337,10 +337,21 @@ class Engine(SessionControl, SubjectRights):
         store, close the models."""
         while self._giving_back:  # (each bounded by GIVE_BACK_SECONDS)
             await asyncio.gather(*set(self._giving_back.values()), return_exceptions=True)
+        # The caller's own cancellation (Ctrl-C: ``asyncio.run`` cancels its task, which a
+        # run of code with no await in it sees only here) is raised once the engine is
+        # closed: swallowed with the renewer's, a command interrupted after its work exited
+        # 0 as if nothing had happened.
+        interrupted = False
         if self._renewer is not None:
-            self._renewer.cancel()
+            renewer = self._renewer
+            renewer.cancel()
+            while not renewer.done():
+                try:
+                    await asyncio.wait([renewer])
+                except asyncio.CancelledError:
+                    interrupted = True
             with suppress(asyncio.CancelledError):
-                await self._renewer
+                renewer.result()
             self._renewer = None
         if self._open:
             for ic in reversed(self.runtime.interceptors):
@@ -355,6 +366,8 @@ class Engine(SessionControl, SubjectRights):
         self._opening = None
         self._slots = None  # bound to this event loop; the next open may run on another
         self._wake = None
+        if interrupted:
+            raise asyncio.CancelledError
 
     async def __aenter__(self) -> Engine:
         await self.open()
