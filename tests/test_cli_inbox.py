@@ -11,6 +11,7 @@ import os
 import pty
 import select
 import signal
+import subprocess
 import sys
 import uuid
 from collections import Counter
@@ -34,6 +35,7 @@ import convoy
 from convoy.cli import app
 
 from .clikit import (  # noqa: F401 - the fixture
+    LIMIT,
     cli,
     one_line_error,
     subprocess_cli,
@@ -381,6 +383,59 @@ def test_ctrl_c_at_the_form_stops_it_at_once_saying_so(tmp_path: Path) -> None:
     """At a terminal: one Ctrl-C (the terminal's SIGINT) ends the form, exit 130, one line,
     nothing answered. (The event loop's own handler only cancelled its task, which the
     prompt never saw: the first Ctrl-C did nothing, the second printed "Aborted!".)"""
+    code, text = _at_the_form(tmp_path, b"\x03")  # Ctrl-C, as the terminal sends it
+    assert code == 130, text
+    assert "interrupted: nothing was answered" in text and "Traceback" not in text, text
+    assert "Aborted" not in text
+    assert finish("r5").status == "waiting"  # nothing answered
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="a terminal of its own (pty.fork)")
+def test_ctrl_d_at_the_form_is_the_end_of_its_input_as_from_a_pipe(tmp_path: Path) -> None:
+    """At a terminal, Ctrl-D (the end of the form's input) is what the end of a pipe or a
+    file is: no answer, one line, exit 2. It said "interrupted", exit 130, as Ctrl-C does
+    (which of the two came was read from whether standard input is a terminal)."""
+    code, text = _at_the_form(tmp_path, b"\x04")
+    assert code == 2, text
+    [line] = [x for x in text.splitlines() if x.startswith("error: ")]
+    assert line == ("error: no answer: the input ended before the form did (Ctrl-D at the "
+                    "terminal); give the answer with --value JSON or --set FIELD=VALUE"), text
+    assert "interrupted" not in text and "Traceback" not in text, text
+    assert finish("r5").status == "waiting"  # nothing answered
+    piped = cli("inbox", "answer", "r5:0")  # (standard input: empty) the same, in its words
+    one_line_error(piped, 2, "no answer: the input ended before the form did (no terminal "
+                   "to ask on); give the answer with --value JSON or --set FIELD=VALUE")
+
+
+def test_sigint_at_a_form_reading_a_pipe_is_an_interrupt(tmp_path: Path) -> None:
+    """A SIGINT at a form whose input is a pipe (a script's) is Ctrl-C, not the end of
+    its input: exit 130, nothing answered. It said the input had ended (exit 2). The
+    moment is observable: the form's first question written."""
+    start("refund", "c-5", "r5")
+    proc = subprocess.Popen([sys.executable, "-m", "convoy.cli", "inbox", "answer", "r5:0"],
+                            cwd=tmp_path, env=subprocess_env(), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        said = b""
+        while b"[y/n]" not in said:  # the form's first question (Approve): it reads now
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            assert chunk, said
+            said += chunk
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=LIMIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, stderr
+    assert stderr.decode().splitlines() == ["interrupted: nothing was answered"]
+    assert finish("r5").status == "waiting"  # nothing answered
+
+
+def _at_the_form(tmp_path: Path, keys: bytes) -> tuple[int, str]:
+    """``convoy inbox answer`` of a waiting task, at a terminal of its own: ``keys`` typed
+    at its first question; its exit code and all it wrote."""
     start("refund", "c-5", "r5")
     pid, fd = pty.fork()
     if pid == 0:  # the child: its own terminal, the convoy under test
@@ -402,15 +457,11 @@ def test_ctrl_c_at_the_form_stops_it_at_once_saying_so(tmp_path: Path) -> None:
         chunk = read()
         assert chunk, said
         said += chunk
-    os.write(fd, b"\x03")  # Ctrl-C, as the terminal sends it
+    os.write(fd, keys)
     while chunk := read():
         said += chunk
     _, status = os.waitpid(pid, 0)
-    text = said.decode(errors="replace")
-    assert os.waitstatus_to_exitcode(status) == 130, text
-    assert "interrupted: nothing was answered" in text and "Traceback" not in text, text
-    assert "Aborted" not in text
-    assert finish("r5").status == "waiting"  # nothing answered
+    return os.waitstatus_to_exitcode(status), said.decode(errors="replace")
 
 
 def test_a_store_without_tenant_counts_is_counted_page_by_page() -> None:

@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -313,7 +314,9 @@ def answer(task_id: TaskArg, value: ValueOption = None, sets: SetOption = None,
     """Answer a question: --value JSON, --set FIELD=VALUE, or, with neither, a form that
     asks each field of the answer type in turn. The answer is checked against the type
     (the Pydantic type if --import loads it, else its JSON schema) before it is recorded.
-    On an approval or escalation, an answer is an edit ('approve --set').
+    On an approval or escalation, an answer is an edit ('approve --set'). The form
+    answers nothing if its input ends first (Ctrl-D, or the end of a pipe or file: one
+    line, exit 2) or at Ctrl-C (exit 130).
 
     Example: `convoy inbox answer 3f2a9c1b:0 --set approve=true --set amount=120`
     """
@@ -335,15 +338,23 @@ def answer(task_id: TaskArg, value: ValueOption = None, sets: SetOption = None,
                 fail("no answer: standard input is closed (no terminal to ask on); give "
                      "the answer with --value JSON or --set FIELD=VALUE")
             out.print(printable(task.prompt), markup=False)
+            pressed: list[int] = []
             try:
-                with _ctrl_c_stops_the_form():
+                with _ctrl_c_stops_the_form(pressed):
                     got = ask(task.answer_schema)
-            except typer.Abort:
-                if sys.stdin.isatty():  # Ctrl-C at the form
+            except typer.Abort as e:
+                # (the prompt says Ctrl-C and the end of its input alike: which came)
+                if pressed or isinstance(e.__context__, KeyboardInterrupt):
                     err.print("interrupted: nothing was answered", markup=False)
                     raise typer.Exit(INTERRUPTED) from None
-                fail("no answer: the input ended before the form did (no terminal to ask "
-                     "on); give the answer with --value JSON or --set FIELD=VALUE")
+                # The end of the input (Ctrl-D at a terminal, or the end of a pipe or a
+                # file) answers nothing, whichever it was: a usage error.
+                at_terminal = sys.stdin.isatty()
+                if at_terminal:
+                    out.print()  # (ends the question's line: the line below is its own)
+                why = "Ctrl-D at the terminal" if at_terminal else "no terminal to ask on"
+                fail(f"no answer: the input ended before the form did ({why}); give the "
+                     "answer with --value JSON or --set FIELD=VALUE")
         if task.kind == "question":
             return await inbox.answer(task.id, got, by=who, comment=comment)
         return await inbox.edit(task.id, got, by=who, comment=comment)
@@ -352,12 +363,19 @@ def answer(task_id: TaskArg, value: ValueOption = None, sets: SetOption = None,
 
 
 @contextmanager
-def _ctrl_c_stops_the_form() -> Iterator[None]:
-    """Ctrl-C at the form stops it at once. The form asks inside the event loop, whose
-    own SIGINT handler only cancels its task (which a prompt waiting for a line never
-    sees): the first Ctrl-C did nothing, the second said "Aborted!"."""
+def _ctrl_c_stops_the_form(pressed: list[int]) -> Iterator[None]:
+    """Ctrl-C at the form stops it at once, noted in ``pressed`` (the prompt ends alike
+    at Ctrl-C and at the end of its input: whether it was at a terminal did not tell
+    them apart, so Ctrl-D was "interrupted", exit 130, and a SIGINT to a form reading a
+    pipe "the input ended", exit 2). The form asks inside the event loop, whose own
+    SIGINT handler only cancels its task (which a prompt waiting for a line never sees):
+    the first Ctrl-C did nothing, the second said "Aborted!"."""
+    def stop(signum: int, frame: FrameType | None) -> None:
+        pressed.append(signum)
+        raise KeyboardInterrupt
+
     try:
-        before = signal.signal(signal.SIGINT, signal.default_int_handler)
+        before = signal.signal(signal.SIGINT, stop)
     except ValueError:  # (not the main thread: Python's handling stays)
         yield
         return
