@@ -187,6 +187,40 @@ async def test_erasure_and_export_on_both_stores(db: str | Path) -> None:
             await acme.export("nobody")
 
 
+@convoy.workflow(name="privacy.versions")
+async def versions(ctx: convoy.Context, name: str) -> str:
+    crm = ctx.state("crm")
+    await crm.set("c-1", {"name": name}, expected_version=0)
+    await crm.set("c-1", '{"a JSON text": "kept as text"}', expected_version=1)
+    await crm.get("c-1")
+    await crm.history("c-1")
+    return name
+
+
+async def test_a_state_version_has_one_shape_wherever_the_export_holds_it(
+        db: str | Path) -> None:
+    """A state version in ``state`` and as the result of the state step that wrote or
+    read it are one shape, its value the JSON value itself. A step's result was the
+    journal's record (the value as JSON text, its writer as ``session_id`` and
+    ``step_key``), so one export held a value in two shapes."""
+    async with engine(db) as eng:
+        res = await eng.run(versions, IN_NAME, subject="s-1")
+        assert res.ok, res.error
+        doc = await eng.export("s-1")
+    assert doc["format"] == "convoy-subject-export/2"
+    first, second = doc["state"]
+    assert first["value"] == {"name": IN_NAME}
+    assert second["value"] == '{"a JSON text": "kept as text"}'  # (a string, as written)
+    assert set(first) == {"namespace", "key", "version", "value", "session", "agent",
+                          "step", "at"}
+    steps = {st["target"]: st["result"] for st in doc["sessions"][0]["steps"]}
+    wrote = [st["result"] for st in doc["sessions"][0]["steps"]
+             if st["target"] == "set crm/c-1"]
+    assert wrote == [first, second]
+    assert steps["get crm/c-1"] == second
+    assert steps["history crm/c-1"] == [first, second]
+
+
 async def test_retention_purges_finished_sessions_older_than_the_age(db: str | Path) -> None:
     clock = FakeClock()
     async with engine(db, clock) as eng:

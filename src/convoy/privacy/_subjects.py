@@ -134,11 +134,15 @@ async def export_subject(store: Store, keys: KeyRing, tenant: str,
             if found["steps"] or found["spans"] or any(p in found for p in _PARTS):
                 copies.append(found)
         copied_state += await _state(raw, opener, [r.id for r in others], always=False)
-    return {"format": "convoy-subject-export/1", "tenant": tenant, "subject": subject,
+    return {"format": EXPORT_FORMAT, "tenant": tenant, "subject": subject,
             "sessions": sessions, "state": state,
             "copies": {"sessions": copies, "state": copied_state}}
 
 
+#: The format of an export. 2: a state step's result is a state version as ``state``
+#: holds one (:func:`_version`), not the journal's record of it (its value JSON text, its
+#: writer's fields named otherwise); each state version names its writer's agent.
+EXPORT_FORMAT = "convoy-subject-export/2"
 _PARTS = ("input", "output", "error")
 _NOT_HELD = object()
 _WITHHELD = {"sealed": True, "withheld": "it holds another data subject's data too"}
@@ -183,7 +187,7 @@ async def _session(raw: Store, opener: _Opener, r: SessionRow, *,
         if value is not _NOT_HELD:
             steps.append({"key": st.key, "kind": st.kind, "target": st.target,
                           "status": st.status, "agent": st.taken_by, "at": st.at,
-                          "result": value})
+                          "result": _state_result(value) if st.kind == "state" else value})
     out["steps"] = steps
     out["spans"] = await _spans(raw, opener, sid, always=always)
     return out
@@ -229,10 +233,36 @@ async def _state(raw: Store, opener: _Opener, session_ids: list[str], *,
         value = await opener.open(state_aad(e.tenant, e.namespace, e.key, e.session_id,
                                             e.step_key), e.value, always=always)
         if value is not _NOT_HELD:
-            out.append({"namespace": e.namespace, "key": e.key, "version": e.version,
-                        "value": value, "session": e.session_id, "step": e.step_key,
-                        "at": e.at})
+            out.append(_version(e.namespace, e.key, e.version, value, e.session_id,
+                                e.agent, e.step_key, e.at))
     return out
+
+
+def _version(namespace: str, key: str, version: int, value: Any, session: str | None,
+             agent: str | None, step: str | None, at: float) -> dict[str, Any]:
+    """One version of shared state as the export holds it, wherever it does (``state``,
+    ``copies.state``, a state step's result): ``value`` the JSON value itself."""
+    return {"namespace": namespace, "key": key, "version": version, "value": value,
+            "session": session, "agent": agent, "step": step, "at": at}
+
+
+#: The fields of a state version as the journal records a state step's result.
+_ENTRY_FIELDS = frozenset(("namespace", "key", "version", "value", "session_id", "agent",
+                           "step_key", "at"))
+
+
+def _state_result(result: Any) -> Any:
+    """A state step's result (a ``get`` or ``set``: one version or none; a ``history`` or
+    ``keys``: a list; a ``watch``: a flag) with each version as :func:`_version` makes
+    it; a withheld result as it is."""
+    if isinstance(result, list):
+        return [_state_result(r) for r in result]
+    if isinstance(result, dict) and result.keys() >= _ENTRY_FIELDS and \
+            isinstance(result["value"], str):
+        return _version(result["namespace"], result["key"], result["version"],
+                        _json(result["value"]), result["session_id"], result["agent"],
+                        result["step_key"], result["at"])
+    return result
 
 
 def retention_age(seconds: float) -> float:
@@ -340,5 +370,5 @@ def parse_age(text: str) -> float:
     return value * unit
 
 
-__all__ = ["compact_after", "erase_plan", "erase_subject", "export_subject", "parse_age",
-           "purge_older_than"]
+__all__ = ["EXPORT_FORMAT", "compact_after", "erase_plan", "erase_subject", "export_subject",
+           "parse_age", "purge_older_than"]
