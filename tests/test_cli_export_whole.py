@@ -11,7 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .clikit import cli, subprocess_env, workdir, write_jsonl
+import pytest
+
+from .clikit import cli, one_line_error, subprocess_env, workdir, write_jsonl
 
 __all__ = ["workdir"]
 
@@ -48,3 +50,24 @@ def test_an_export_that_cannot_be_written_whole_leaves_nothing(workdir: Path) ->
     assert whole.code == 0 and "replacing the file that was there" in whole.stdout, whole
     assert json.loads((workdir / "kept.json").read_text())["subject"] == "c-1"
     assert (workdir / "kept.json").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_an_export_to_a_full_device_is_a_failed_write_not_misuse(workdir: Path) -> None:
+    """``-o /dev/full`` (a device or a pipe is written as a stream): a failed write (no
+    space, an I/O error) exits 1, as a full disk does for a file or for standard output,
+    in one line naming the file and the error. It exited 2, the code of a usage error."""
+    assert cli("keygen", "m.key").code == 0
+    env = {"CONVOY_MASTER_KEY_FILE": str(workdir / "m.key")}
+    write_jsonl(workdir / "in.jsonl", [json.dumps("hello")])
+    assert cli("run", "cli_flows:shout", "-i", "in.jsonl", "--subject", "c-1",
+               env=env).code == 0
+    res = cli("export", "c-1", "-o", "/dev/full", env=env)
+    one_line_error(res, 1, "--output: cannot write '/dev/full': No space left on device")
+    assert res.stderr == "error: --output: cannot write '/dev/full': No space left on " \
+        "device\n"
+    assert res.stdout == ""  # (no "wrote ..." line)
+    assert [p.name for p in workdir.iterdir() if p.name.endswith(".part")] == []
+    # a path that cannot be opened is still the user's to fix: exit 2
+    one_line_error(cli("export", "c-1", "-o", "/proc/no-such-file.json", env=env), 2,
+                   "--output: cannot write '/proc/no-such-file.json': ")

@@ -4,6 +4,7 @@ data subjects, from the command line (see docs/privacy.md)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shlex
 from contextlib import suppress
@@ -22,6 +23,7 @@ from convoy.cli._common import (
     INTERRUPTED,
     MAX_COUNT,
     RUN_FAILURE,
+    USAGE_ERROR,
     AllTenantsOption,
     DbOption,
     ReadBusyTimeoutOption,
@@ -213,10 +215,14 @@ def export(subject: SubjectArg, output_arg: Annotated[str | None, typer.Option(
     replaced = output.is_file()
     if output.exists() and not replaced:  # a device or a named pipe: written as a stream
         try:
-            with open(output, "w", encoding="utf-8") as stream:
-                stream.write(text + "\n")
+            stream = open(output, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
         except OSError as e:
-            fail(f"--output: cannot write {str(output)!r}: {e.strerror or e}")
+            _cannot_write(output, e)
+        try:
+            with stream:
+                stream.write(text + "\n")
+        except OSError as e:  # (a full device, an I/O error: never misuse)
+            _cannot_write(output, e, RUN_FAILURE)
     else:
         _write_whole(output, text + "\n")
     copies = len(doc["copies"]["sessions"])
@@ -225,6 +231,22 @@ def export(subject: SubjectArg, output_arg: Annotated[str | None, typer.Option(
                  + ("holds" if copies == 1 else "hold") if copies else "")
               + f" to {str(output)!r}"
               + (" (replacing the file that was there)" if replaced else ""), markup=False)
+
+
+#: Why a path cannot be opened to write that is the user's to fix (pass another path, or
+#: change its permissions): exit 2. Anything else (a full disk, an I/O error) exits 1.
+_PATH_ERRORS = frozenset((errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR,
+                          errno.EISDIR, errno.EROFS, errno.ELOOP, errno.ENAMETOOLONG))
+
+
+def _cannot_write(output: Path, e: OSError, code: int | None = None,
+                  then: str = "") -> NoReturn:
+    """One line naming ``--output``'s file and the OS error, then exit: ``code``, or, for
+    a file that could not be opened, 2 if the path is at fault (:data:`_PATH_ERRORS`),
+    else 1 (a failed write is not a usage error)."""
+    if code is None:
+        code = USAGE_ERROR if e.errno in _PATH_ERRORS else RUN_FAILURE
+    fail(f"--output: cannot write {str(output)!r}: {e.strerror or e}{then}", code)
 
 
 def _write_whole(output: Path, text: str) -> None:
@@ -239,7 +261,7 @@ def _write_whole(output: Path, text: str) -> None:
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as e:
         if not (isinstance(e, PermissionError) and os.access(target, os.W_OK)):
-            fail(f"--output: cannot write {str(output)!r}: {e.strerror or e}")
+            _cannot_write(output, e)
         _write_in_place(output, target, text)
         return
     try:
@@ -251,9 +273,8 @@ def _write_whole(output: Path, text: str) -> None:
     except OSError as e:
         with suppress(OSError):
             part.unlink()
-        fail(f"--output: cannot write {str(output)!r}: {e.strerror or e}; nothing was "
-             "written there" + (" (the file that was there is left as it was)"
-                                if target.exists() else ""), RUN_FAILURE)
+        _cannot_write(output, e, RUN_FAILURE, "; nothing was written there" + (
+            " (the file that was there is left as it was)" if target.exists() else ""))
 
 
 def _write_in_place(output: Path, target: Path, text: str) -> None:
@@ -264,22 +285,21 @@ def _write_in_place(output: Path, target: Path, text: str) -> None:
     try:
         fd = os.open(target, os.O_WRONLY)
     except OSError as e:
-        fail(f"--output: cannot write {str(output)!r}: {e.strerror or e}")
+        _cannot_write(output, e)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         try:
             os.fchmod(fd, 0o600)
         except OSError as e:
-            fail(f"--output: cannot write {str(output)!r}: {e.strerror or e} (making it "
-                 "readable by its owner only, as an export of personal data must be); "
-                 "nothing was written there", RUN_FAILURE)
+            _cannot_write(output, e, RUN_FAILURE, " (making it readable by its owner only, "
+                          "as an export of personal data must be); nothing was written there")
         try:
             os.ftruncate(fd, 0)
             f.write(text)
             f.flush()
         except OSError as e:
-            fail(f"--output: cannot write {str(output)!r}: {e.strerror or e}; it holds part "
-                 "of the export now (written over the file, as its directory takes no new "
-                 "file): delete it, or write the export elsewhere", RUN_FAILURE)
+            _cannot_write(output, e, RUN_FAILURE, "; it holds part of the export now "
+                          "(written over the file, as its directory takes no new file): "
+                          "delete it, or write the export elsewhere")
 
 
 def _output_file(given: str | None) -> Path | None:
