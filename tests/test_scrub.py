@@ -252,3 +252,57 @@ def test_json_logging_to_stderr_follows_it_and_is_replaced_after_it_changed(
         finally:
             for handler in handlers:
                 log.removeHandler(handler)
+
+
+class _Unprintable:
+    """An object whose ``str()`` and ``repr()`` raise (a half-built ORM row, a proxy)."""
+
+    def __str__(self) -> str:
+        raise RuntimeError(f"no text for {EMAIL}")
+
+    __repr__ = __str__
+
+
+def test_a_field_whose_text_cannot_be_made_does_not_lose_the_record(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A new user's trial: one ``extra=`` value whose ``str()`` raised made the formatter
+    raise, so the whole record was lost, and ``logging`` printed a traceback on stderr with
+    the call's arguments as they were (an e-mail address, unredacted). The record is
+    written, the field says what it was."""
+    stream = io.StringIO()
+    handler = json_logging(stream=stream, logger_name="scrub.unprintable")
+    try:
+        logging.getLogger("scrub.unprintable").info(
+            "seen %s", EMAIL, extra={"row": _Unprintable(), "rows": {_Unprintable(): 1}})
+    finally:
+        logging.getLogger("scrub.unprintable").removeHandler(handler)
+    assert capsys.readouterr().err == ""
+    line = json.loads(stream.getvalue())
+    assert line["message"] == "seen [EMAIL]"
+    assert line["row"] == "<_Unprintable: str() raised RuntimeError>"
+    assert line["rows"] == {"<_Unprintable: str() raised RuntimeError>": 1}
+    assert EMAIL not in stream.getvalue()
+
+
+def test_a_message_whose_arguments_do_not_fit_is_written_redacted(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``log.info("%s %s", email)`` (one argument for two ``%s``): the record was lost and
+    ``logging``'s error report printed the arguments, an e-mail address among them,
+    unredacted on stderr. The record is written, its message and arguments redacted, with
+    what did not fit."""
+    stream = io.StringIO()
+    handler = json_logging(stream=stream, logger_name="scrub.args")
+    log = logging.getLogger("scrub.args")
+    log.propagate = False  # (pytest's own capture handler would raise on it)
+    try:
+        log.info("to %s from %s", EMAIL)  # noqa: PLE1206 (the mistake under test)
+    finally:
+        log.removeHandler(handler)
+        log.propagate = True
+    assert capsys.readouterr().err == ""
+    assert EMAIL not in stream.getvalue()
+    line = json.loads(stream.getvalue())
+    assert line["message"] == (
+        "to %s from %s (its arguments did not fit the message: TypeError: not enough "
+        "arguments for format string)")
+    assert line["args"] == ["[EMAIL]"]

@@ -32,7 +32,7 @@ from convoy.interceptors._base import (
 )
 from convoy.models._messages import ModelResponse
 from convoy.observability._redact import Redactor
-from convoy.observability._scrub import scrub_item, unique_key
+from convoy.observability._scrub import scrub, scrub_item, text_of, unique_key
 from convoy.observability._spans import CURRENT, UNTRACED, Holds, holds_of
 from convoy.privacy._withheld import WITHHELD, SessionText
 from convoy.resilience._classify import error_kind, error_kind_of
@@ -64,11 +64,12 @@ class JsonFormatter(logging.Formatter):
         run = span.run if span is not None else None
         tenant, session_id = (run.tenant, run.session_id) if run is not None else \
             UNTRACED.get() or (None, None)
+        message, fits = _message(record)
         out: dict[str, Any] = {
             "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
                 timespec="milliseconds"),
             "level": record.levelname.lower(), "logger": record.name,
-            "message": r(record.getMessage()),
+            "message": r(message),
             "tenant": r(tenant) if tenant is not None else None,
             "session_id": r(session_id) if session_id is not None else None,
             "agent": span.agent if span is not None else None,
@@ -76,6 +77,8 @@ class JsonFormatter(logging.Formatter):
             "trace_id": span.trace_id if span is not None else None,
             "span_id": span.span_id if span is not None else None,
         }
+        if not fits:  # (its arguments, redacted: the message could not hold them)
+            out["args"] = scrub(record.args, r)
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 # (the key redacted too, as nested keys are; two that redact alike, or one
@@ -89,6 +92,18 @@ class JsonFormatter(logging.Formatter):
             return json.dumps(out, default=str, allow_nan=False)
         except ValueError:  # a float JSON has no number for (NaN, an infinity): its text
             return json.dumps(_finite(out), default=str)
+
+
+def _message(record: logging.LogRecord) -> tuple[str, bool]:
+    """The record's message; one whose arguments do not fit its format (``log.info("%s
+    %s", one)``) is its format as it is, saying what did not fit (its arguments are
+    written redacted beside it: ``logging``'s own report of the error would print them on
+    stderr as they are)."""
+    try:
+        return record.getMessage(), True
+    except Exception as e:  # (any: %-formatting raises several kinds)
+        return (f"{text_of(record.msg)} (its arguments did not fit the message: "
+                f"{type(e).__name__}: {text_of(e)})"), False
 
 
 def _finite(value: Any) -> Any:

@@ -74,12 +74,23 @@ def scrub(value: Any, redact: Callable[[str], str], limit: int | None = None,
         if isinstance(value, dict):
             out: dict[str, Any] = {}
             for k, v in value.items():
-                out[unique_key(scrub(str(k), redact, limit), out)] = \
-                    scrub_item(str(k), v, redact, limit, _depth + 1)
+                key = text_of(k)
+                out[unique_key(scrub(key, redact, limit), out)] = \
+                    scrub_item(key, v, redact, limit, _depth + 1)
             return out
         if isinstance(value, list | tuple):
             return [scrub(v, redact, limit, _depth + 1) for v in value]
-    return scrub(str(value), redact, limit)
+    return scrub(text_of(value), redact, limit)
+
+
+def text_of(value: object) -> str:
+    """``str(value)``, or, when that raises (a half-built object, a proxy whose target is
+    gone), a text that says so: one value that has no text does not lose what it is in
+    (a log record, a span)."""
+    try:
+        return str(value)
+    except Exception as e:  # (any: the caller writes the rest all the same)
+        return f"<{type(value).__name__}: str() raised {type(e).__name__}>"
 
 
 def scrub_item(key: str, value: Any, redact: Callable[[str], str], limit: int | None = None,
@@ -137,4 +148,4 @@ def bounded(text: str, redact: Callable[[str], str], limit: int) -> str:
     return first[:same]
 
 
-__all__ = ["bounded", "scrub", "scrub_item", "unique_key"]
+__all__ = ["bounded", "scrub", "scrub_item", "text_of", "unique_key"]
