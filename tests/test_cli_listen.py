@@ -118,3 +118,13 @@ def test_a_bracketed_ipv6_address_with_a_port_says_where_the_port_goes(
     one_line_error(res, 2, "cannot listen on this address")
     assert "give the host alone, and the port with --port: --addr ::1 --port 9464" in \
         res.stderr, res.stderr
+
+
+def test_a_bracketed_ipv6_address_alone_says_to_drop_the_brackets(workdir: object) -> None:
+    """A new user's trial: ``--addr '[::1]'``, copied from the URL the banner prints
+    (``http://[::1]:PORT/metrics``), said to give an address of this machine, such as
+    127.0.0.1, where ``::1`` is one: the line says to give it without the brackets."""
+    _store(workdir)
+    res = cli("metrics", "serve", "--addr", "[::1]")
+    one_line_error(res, 2, "cannot listen on this address")
+    assert "give the address without its brackets: --addr ::1" in res.stderr, res.stderr

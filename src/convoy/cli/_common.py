@@ -434,6 +434,9 @@ def cannot_listen(e: OSError, addr: str, port: int, *, addr_option: str,
             return (f"{addr_option} {addr}: cannot listen on this address: {reason} (give "
                     f"the host alone, and the port with {port_option}: {addr_option} {host} "
                     f"{port_option} {after})")
+        if addr.startswith("[") and addr.endswith("]") and ":" in addr:  # ([::1], from a URL)
+            return (f"{addr_option} {addr}: cannot listen on this address: {reason} (give "
+                    f"the address without its brackets: {addr_option} {addr[1:-1]})")
         return (f"{addr_option} {addr}: cannot listen on this address: {reason} (give an "
                 "address of this machine, such as 127.0.0.1, or 0.0.0.0 for all of them)")
     where = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
