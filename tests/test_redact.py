@@ -92,3 +92,14 @@ def test_a_str_subclass_is_redacted_as_plain_text_and_never_handed_back() -> Non
     assert type(first) is str and first == "hello there"
     assert type(redact("hello there")) is str
     assert redact(Name("mail a@example.com")) == "mail [EMAIL]"
+
+
+def test_one_kind_or_region_given_as_a_string_is_that_one() -> None:
+    """A new user's trial: ``Redactor(regions="GB")`` said ``unknown phone region 'G'``,
+    and ``kinds="email"`` ``unknown kind 'e'`` (a string is a sequence of its letters): a
+    string is the one kind or region it names."""
+    r = Redactor(kinds="phone", regions="GB")
+    assert r.kinds == frozenset({"phone"}) and r.regions == ("GB",)
+    assert r("call 020 7946 0958 or mail a@example.com") == "call [PHONE] or mail a@example.com"
+    with pytest.raises(convoy.UserError, match="unknown phone region 'GBR'"):
+        Redactor(regions="GBR")

@@ -274,17 +274,21 @@ class Redactor:
     ``[IBAN]`` or ``[IP]`` (``mask="{kind}"`` decides the form).
 
     Args:
-        kinds: what to look for (default: every kind, :data:`PII_KINDS`).
+        kinds: what to look for (default: every kind, :data:`PII_KINDS`); a string is
+            one kind.
         regions: ISO country codes whose national phone formats are recognised besides
-            the international ``+CC ...`` / ``00CC ...`` form, tried in order.
+            the international ``+CC ...`` / ``00CC ...`` form, tried in order; a string
+            is one region.
         mask: what replaces a finding; ``{kind}`` is its kind in capitals.
         memo: how many distinct strings to remember the answer for (0: none).
     """
 
-    def __init__(self, *, kinds: Iterable[PiiKind] = PII_KINDS,
+    def __init__(self, *, kinds: Iterable[PiiKind] | PiiKind = PII_KINDS,
                  regions: Sequence[str] = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "IN"),
                  mask: str = "[{kind}]", memo: int = 4096) -> None:
-        chosen = tuple(kinds)
+        # (a string is the one kind or region it names, not a sequence of its letters)
+        chosen = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+        regions = (regions,) if isinstance(regions, str) else regions
         unknown = [k for k in chosen if k not in PII_KINDS]
         if unknown:
             raise UserError(f"Redactor: unknown kind {unknown[0]!r}; kinds: "
