@@ -791,3 +791,21 @@ async def test_drawn_values_and_waits_have_their_spans(db: str) -> None:
     assert (never.attributes or {})["error.type"] == "wait_timeout"
     assert {s["name"] for s in kept} >= {"wait go", "wait never", "step clock",
                                           "step random", "step uuid", "step timer"}
+
+
+@pytest.mark.parametrize("how", ["same", "two", "observe_and_own"])
+async def test_two_tracings_in_one_engine_are_refused(engine_factory: Any, how: str) -> None:
+    """A new user's trial: ``[tracing, tracing]`` (or two ``Tracing``, or ``observe(
+    metrics=..., logs=True)``, which adds one, beside one's own) recorded every span twice,
+    each nested in its double, the inner session span marked ``resumed``, and ``convoy
+    trace`` counted each error twice. The engine refuses to open, as it does for metrics
+    added twice."""
+    one = Tracing(["store"], live=True)
+    chain: list[Any] = {
+        "same": [one, one],
+        "two": [one, Tracing(["store"], live=True)],
+        "observe_and_own": [*observe(metrics=None, logs=True), one],
+    }[how]
+    eng = engine_factory(interceptors=chain)
+    with pytest.raises(convoy.UserError, match="would be recorded twice"):
+        await eng.open()

@@ -289,6 +289,14 @@ class Tracing(Interceptor):
         atexit.register(self.shutdown)
 
     async def start(self, engine: Engine) -> None:
+        tracings = sum(isinstance(ic, Tracing) for ic in engine.runtime.interceptors)
+        if tracings > 1:  # (each would record every span, nested in the other's)
+            raise UserError(
+                f"the engine's interceptors hold {tracings} Tracing interceptors (one given "
+                "twice, two, or one beside observe(..., logs=True), which adds one when it "
+                "is given none): every span would be recorded twice; give the engine one, "
+                "with every exporter (Tracing(exporters=['store', 'otlp'])), and pass it to "
+                "observe(tracing, ...)")
         self._holds = holds_of(engine.store)
         if self.metrics is not None:
             if any(ic is self.metrics for ic in engine.runtime.interceptors):
