@@ -353,3 +353,12 @@ async def test_metrics_shared_by_an_engine_that_retries_and_one_that_does_not(
     assert total(metrics, "convoy_attempt_errors_total", agent="solo",
                  error="server_error") == 3 + 1
     assert total(metrics, "convoy_retries_total") == 2
+
+
+@pytest.mark.parametrize("value", [0, "200", 1.5, True, None])
+def test_a_label_bound_that_is_no_whole_number_is_refused_in_one_line(value: object) -> None:
+    """A new user's trial: ``Metrics(max_label_values="200")`` raised ``TypeError: '<' not
+    supported between instances of 'str' and 'int'``, and ``1.5`` was taken."""
+    with pytest.raises(convoy.UserError, match=re.escape(
+            f"max_label_values must be a whole number >= 1, got {value!r}")):
+        Metrics(max_label_values=value)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -809,3 +810,22 @@ async def test_two_tracings_in_one_engine_are_refused(engine_factory: Any, how: 
     eng = engine_factory(interceptors=chain)
     with pytest.raises(convoy.UserError, match="would be recorded twice"):
         await eng.open()
+
+
+@pytest.mark.parametrize(("kw", "said"), [
+    ({"sample_rate": "0.5"}, "sample_rate must be a number in [0, 1], got '0.5'"),
+    ({"sample_rate": None}, "sample_rate must be a number in [0, 1], got None"),
+    ({"flush_every": "10"}, "flush_every must be a whole number >= 1, got '10'"),
+    ({"flush_every": 1.5}, "flush_every must be a whole number >= 1, got 1.5"),
+    ({"flush_interval": "1"}, "flush_interval must be a number of seconds > 0, got '1'"),
+    ({"flush_interval": float("nan")}, "flush_interval must be a number of seconds > 0"),
+    ({"exporters": None}, "exporters=None: give a list of exporters"),
+])
+def test_settings_of_the_wrong_type_are_refused_in_one_line(kw: dict[str, Any],
+                                                            said: str) -> None:
+    """A new user's trial: ``Tracing(sample_rate="0.5")`` (read from an environment
+    variable) raised ``TypeError: '<=' not supported between instances of 'float' and
+    'str'``, ``exporters=None`` ``'NoneType' object is not iterable``, and ``flush_every=1.5``
+    was taken."""
+    with pytest.raises(convoy.UserError, match=re.escape(said)):
+        Tracing(**kw)

@@ -146,8 +146,10 @@ class Metrics(Interceptor):
         except ImportError:
             raise UserError("metrics need prometheus-client: pip install 'convoy[metrics]'"
                             ) from None
-        if max_label_values < 1:
-            raise UserError("Metrics: max_label_values must be >= 1")
+        if not isinstance(max_label_values, int) or isinstance(max_label_values, bool) \
+                or max_label_values < 1:
+            raise UserError(f"Metrics: max_label_values must be a whole number >= 1, got "
+                            f"{max_label_values!r}")
         self.registry = registry if registry is not None else CollectorRegistry()
         self.namespace = namespace
         self.max_label_values = max_label_values

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -153,6 +154,9 @@ class Tracing(Interceptor):
                  sample_rate: float = 1.0, live: bool | None = None) -> None:
         if isinstance(exporters, str):
             exporters = (exporters,)
+        if exporters is None:
+            raise UserError("Tracing: exporters=None: give a list of exporters ('store', "
+                            "'otlp', 'console', SDK exporters), or () for none")
         for e in exporters:
             if isinstance(e, str) and e not in ("store", "otlp", "console"):
                 raise UserError(f"Tracing: unknown exporter {e!r}; use 'store', 'otlp', "
@@ -168,10 +172,15 @@ class Tracing(Interceptor):
                 resource_problem()
             if problem is not None:
                 raise UserError(f"Tracing: {problem}")
-        if flush_every < 1 or flush_interval <= 0:
-            raise UserError("Tracing: flush_every must be >= 1 and flush_interval > 0")
-        if not 0.0 <= sample_rate <= 1.0:
-            raise UserError(f"Tracing: sample_rate must be in [0, 1], got {sample_rate!r}")
+        if not _number(flush_every) or isinstance(flush_every, float) or flush_every < 1:
+            raise UserError(f"Tracing: flush_every must be a whole number >= 1, got "
+                            f"{flush_every!r}")
+        if not _number(flush_interval) or not 0 < flush_interval < math.inf:
+            raise UserError(f"Tracing: flush_interval must be a number of seconds > 0, got "
+                            f"{flush_interval!r}")
+        if not _number(sample_rate) or not 0.0 <= sample_rate <= 1.0:
+            raise UserError(f"Tracing: sample_rate must be a number in [0, 1], got "
+                            f"{sample_rate!r}")
         self.sample_rate = sample_rate
         self._threshold = int(sample_rate * (1 << 64))
         self.exporters = tuple(exporters)
@@ -930,6 +939,11 @@ class Tracing(Interceptor):
 #: session's trace ids are derived from its headers and id, :func:`trace_ids`).
 _UNHOOKED = frozenset({"session_run", "agent_run", "model_call", "tool_call", "handoff",
                        "effect", "state_op"})
+
+
+def _number(value: object) -> bool:
+    """Whether ``value`` is a real number (not a bool, nor text that reads as one)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class AttemptSpans(PerAttempt):
