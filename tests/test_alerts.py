@@ -1335,3 +1335,21 @@ def test_an_engine_with_webhooks_runs_again_on_a_new_event_loop(tmp_path: Path) 
     eng = convoy.Engine(tmp_path / "sync.db", interceptors=[alerts])
     assert eng.run_sync(wf, 1).ok
     assert eng.run_sync(wf, 2).ok
+
+
+@pytest.mark.parametrize(("kw", "said"), [
+    ({"warmup": "10"}, "BaselinePolicy.warmup must be a whole number >= 0, got '10'"),
+    ({"fire_after": 1.5}, "BaselinePolicy.fire_after must be a whole number >= 1, got 1.5"),
+    ({"clear_after": None}, "BaselinePolicy.clear_after must be a whole number >= 1, got None"),
+    ({"alpha": "0.1"}, "BaselinePolicy.alpha must be in (0, 1], got '0.1'"),
+    ({"k": "3"}, "BaselinePolicy.k must be a number > 0, got '3'"),
+    ({"clear_k": "1"}, "BaselinePolicy.clear_k must be in [0, k=3.0], got '1'"),
+    ({"min_deviation": "0"}, "BaselinePolicy.min_deviation and rel_deviation must be >= 0"),
+])
+def test_a_policy_setting_of_the_wrong_type_is_refused_in_one_line(kw: dict[str, Any],
+                                                                   said: str) -> None:
+    """A new user's trial: ``BaselinePolicy(warmup="10")`` (read from a config file)
+    raised ``TypeError: '>=' not supported between instances of 'str' and 'int'``, and
+    ``fire_after=1.5`` was taken."""
+    with pytest.raises(convoy.UserError, match=re.escape(said)):
+        BaselinePolicy(**kw)

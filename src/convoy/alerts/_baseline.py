@@ -31,6 +31,14 @@ from convoy._errors import UserError
 Transition = Literal["fired", "cleared", "relearned"]
 
 
+def _real(value: object) -> float:
+    """``value`` as a number, or NaN (which every range refuses) for what is none: text,
+    ``None``, a bool."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return math.nan
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BaselinePolicy:
     """How a baseline learns and when it alerts.
@@ -60,23 +68,25 @@ class BaselinePolicy:
     relearn_after: int | None = 100
 
     def __post_init__(self) -> None:
-        if not 0 < self.alpha <= 1:
+        alpha, k, clear_k = _real(self.alpha), _real(self.k), _real(self.clear_k)
+        if not 0 < alpha <= 1:  # (text, from a config file, is refused as NaN is)
             raise UserError(f"BaselinePolicy.alpha must be in (0, 1], got {self.alpha!r}")
-        if not 0 < self.k < math.inf:  # (NaN compares false: refused too)
+        if not 0 < k < math.inf:  # (NaN compares false: refused too)
             raise UserError(f"BaselinePolicy.k must be a number > 0, got {self.k!r}")
-        if self.clear_k is not None and not 0 <= self.clear_k <= self.k:
+        if self.clear_k is not None and not 0 <= clear_k <= k:
             raise UserError(f"BaselinePolicy.clear_k must be in [0, k={self.k}], got "
                             f"{self.clear_k!r}")
         for name in ("warmup", "fire_after", "clear_after"):
             value = getattr(self, name)
-            if not value >= (0 if name == "warmup" else 1):
-                raise UserError(f"BaselinePolicy.{name} must be "
+            if type(value) is not int or not value >= (0 if name == "warmup" else 1):
+                raise UserError(f"BaselinePolicy.{name} must be a whole number "
                                 f"{'>= 0' if name == 'warmup' else '>= 1'}, got {value!r}")
         r = self.relearn_after
         if r is not None and (type(r) is not int or r < 1):
             raise UserError(f"BaselinePolicy.relearn_after must be a whole number >= 1, or "
                             f"None for never, got {r!r}")
-        if not (0 <= self.min_deviation < math.inf and 0 <= self.rel_deviation < math.inf):
+        if not (0 <= _real(self.min_deviation) < math.inf
+                and 0 <= _real(self.rel_deviation) < math.inf):
             raise UserError("BaselinePolicy.min_deviation and rel_deviation must be >= 0")
 
     @property
