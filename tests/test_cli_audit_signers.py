@@ -906,3 +906,19 @@ def test_checkpoint_all_tenants_signs_every_log_verify_checks(tmp_path: Path) ->
     none = cli("audit", "checkpoint", "--db", str(empty), "--key", key, "--all-tenants")
     assert none.code == 2 and "no tenant has an audit log with entries in this store" \
         in none.stderr, none
+
+
+def test_verify_takes_all_tenants_as_checkpoint_does(tmp_path: Path) -> None:
+    """A new user's trial: the scheduled pair `convoy audit checkpoint --all-tenants` then
+    `convoy audit verify --all-tenants` failed on the second, `No such option:
+    --all-tenants` (verify checks every tenant's log by default). It takes it: every
+    tenant's log, as without it; with --tenant too, the two exclude each other."""
+    db = tmp_path / "mt.db"
+    _append(db, 0, 3, tenant="acme")
+    _append(db, 0, 2, tenant="beta")
+    key = str(tmp_path / "mt.key")
+    assert cli("audit", "checkpoint", "--db", str(db), "--key", key, "--all-tenants").code == 0
+    v = cli("audit", "verify", "--db", str(db), "--key", key, "--all-tenants")
+    assert v.code == 0 and v.stdout.count("1 signed checkpoint matched") == 2, v
+    both = cli("audit", "verify", "--db", str(db), "--all-tenants", "--tenant", "acme")
+    assert both.code == 2 and "exclude each other" in both.stderr, both

@@ -414,7 +414,11 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB,
                "--checkpoint", metavar="FILE",
                help="Checkpoints published earlier (one JSON per line, as `convoy audit "
                     "checkpoint` prints them; '-': standard input): the log must still "
-                    "extend each. Repeatable.")] = None) -> None:
+                    "extend each. Repeatable.")] = None,
+           all_tenants: Annotated[bool, typer.Option(
+               "--all-tenants", help="Every tenant's log: what verify checks without "
+               "--tenant (taken, as 'convoy audit checkpoint --all-tenants' takes it).")
+           ] = False) -> None:
     """Re-derive every tenant's audit log (or --tenant's) and check it against its signed
     checkpoints. Names, one line for each tenant whose log is bad, the first bad entry of a
     changed, deleted, inserted, reordered or truncated log, or of a fork from a checkpoint,
@@ -427,6 +431,8 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB,
 
     Example: `convoy audit verify --tenant acme --key audit.key --checkpoint published.jsonl`
     """
+    if all_tenants:
+        tenant_scope(tenant, all_tenants)  # (with --tenant too: they exclude each other)
     require_store(db)
     _check_public_keys(public_key)
     for k in key or ():
