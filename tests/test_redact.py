@@ -4,6 +4,8 @@ Recall and precision per kind on the synthetic corpus of tests/pii_corpus.py."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import convoy
@@ -103,3 +105,24 @@ def test_one_kind_or_region_given_as_a_string_is_that_one() -> None:
     assert r("call 020 7946 0958 or mail a@example.com") == "call [PHONE] or mail a@example.com"
     with pytest.raises(convoy.UserError, match="unknown phone region 'GBR'"):
         Redactor(regions="GBR")
+
+
+@pytest.mark.parametrize(("kw", "said"), [
+    ({"mask": None}, "Redactor: mask must be text (such as '[{kind}]'), got None"),
+    ({"memo": "x"}, "Redactor: memo must be a whole number >= 0, got 'x'"),
+    ({"memo": -1}, "Redactor: memo must be a whole number >= 0, got -1"),
+    ({"kinds": None}, "Redactor: kinds must be a list of kinds (email, phone, card, iban, "
+                      "ip), got None"),
+    ({"regions": None}, "Redactor: regions must be a list of ISO 3166 country codes, got "
+                        "None"),
+    ({"regions": ["US", None]}, "Redactor: regions must be a list of ISO 3166 country "
+                                "codes, got ['US', None]"),
+])
+def test_settings_of_the_wrong_type_are_refused_when_it_is_made(kw: dict[str, object],
+                                                                said: str) -> None:
+    """A new user's trial: ``Redactor(mask=None)`` and ``memo="x"`` were taken, and every
+    text redacted after raised (``AttributeError``, ``TypeError``: in a JSON log handler,
+    every record); ``kinds=None``, ``regions=None`` raised a bare ``TypeError``. Each is
+    refused in one line as the redactor is made."""
+    with pytest.raises(convoy.UserError, match=re.escape(said)):
+        Redactor(**kw)  # type: ignore[arg-type]

@@ -287,8 +287,19 @@ class Redactor:
                  regions: Sequence[str] = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "IN"),
                  mask: str = "[{kind}]", memo: int = 4096) -> None:
         # (a string is the one kind or region it names, not a sequence of its letters)
+        if kinds is None:
+            raise UserError(f"Redactor: kinds must be a list of kinds "
+                            f"({', '.join(PII_KINDS)}), got None")
         chosen = (kinds,) if isinstance(kinds, str) else tuple(kinds)
         regions = (regions,) if isinstance(regions, str) else regions
+        if regions is None or not all(isinstance(r, str) for r in regions):
+            raise UserError(f"Redactor: regions must be a list of ISO 3166 country codes, "
+                            f"got {regions!r:.80}")
+        if not isinstance(mask, str):  # (else each text redacted would raise)
+            raise UserError(f"Redactor: mask must be text (such as '[{{kind}}]'), got "
+                            f"{mask!r:.80}")
+        if type(memo) is not int or memo < 0:
+            raise UserError(f"Redactor: memo must be a whole number >= 0, got {memo!r:.80}")
         unknown = [k for k in chosen if k not in PII_KINDS]
         if unknown:
             raise UserError(f"Redactor: unknown kind {unknown[0]!r}; kinds: "
