@@ -518,3 +518,35 @@ def test_a_trace_piped_to_a_file_keeps_each_name_on_its_row(workdir: Path) -> No
     assert any(r.startswith(f"invoke_workflow {_LONG} ") for r in rows), res.stdout
     assert any(r.startswith(f"  invoke_agent {_long_agent.name} ") for r in rows)
     assert rows[-1].startswith("trace ") and "(derived from the journal" in rows[-1]
+
+
+_short_agent = convoy.Agent(name="triage", model=convoy.SimModel({"triage": {"text": "hi"}}))
+
+
+@convoy.workflow(name="obs.narrow", version="1")
+async def _narrow(ctx: convoy.Context, text: str) -> str:
+    return str(await ctx.run(_short_agent, text))
+
+
+@pytest.mark.parametrize("columns", [80, 60])
+def test_a_waterfall_on_a_narrow_terminal_keeps_names_and_times_whole(
+        workdir: Path, columns: int) -> None:
+    """A new user's trial: on an 80-column terminal the bar kept its 32 columns and the
+    span names folded mid-word (``invoke_workflo`` / ``w``), times over two lines (``0.0``
+    / ``ms``); at 40 columns only the bars were left. The bar gives way first: each name
+    and time stays whole on its row."""
+    async def go() -> str:
+        async with convoy.Engine("convoy.db") as engine:
+            return (await engine.run(_narrow, "x")).id
+
+    sid = asyncio.run(go())
+    env = {**subprocess_env(), "COLUMNS": str(columns)}
+    res = subprocess.run([sys.executable, "-m", "convoy.cli", "trace", sid], cwd=workdir,
+                         env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    rows = res.stdout.splitlines()[:-1]  # (the last: the trace's line, which wraps)
+    assert all(len(r) <= columns for r in rows), res.stdout
+    assert rows[1].startswith("invoke_workflow obs.narrow  0."), res.stdout
+    assert rows[1].split()[2:6] == [rows[1].split()[2], "ms", rows[1].split()[4], "ms"]
+    assert rows[2].startswith("  invoke_agent triage "), res.stdout
+    assert rows[3].startswith("    chat default "), res.stdout

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
@@ -92,7 +93,7 @@ def trace(
         out.print(f"{unsampled}:", markup=False)
     table = waterfall(spans)
     if out.is_terminal or "COLUMNS" in os.environ:
-        out.print(table)
+        out.print(_fitted(spans))
     else:  # piped to a file or a program: whole names on their rows, for grep
         wide = out.measure(table, options=out.options.update_width(1 << 16)).maximum
         narrow = out.width
@@ -379,30 +380,56 @@ def tree_order(spans: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
     return order
 
 
-def waterfall(spans: list[dict[str, Any]]) -> Table:
-    """Spans as rows, each under its parent, with a bar placing it in the trace's time."""
+def _fitted(spans: list[dict[str, Any]]) -> Table:
+    """The waterfall for this terminal: each name whole on its row where the terminal
+    holds it with the times and a little of the details, and bars in what that leaves (at
+    most :data:`BAR` columns; none when too narrow to place anything): the bars give way
+    before a name or a time folds."""
+    names = max(cell_len("  " * depth + one_line(s["name"])) for s, depth in tree_order(spans))
+    bare = waterfall(spans, bar=0, details=False)
+    used = out.measure(bare, options=out.options.update_width(1 << 16)).maximum
+    times = used - max(names, cell_len("span"))  # (the times and the gaps around them)
+    room = out.width - used - 2 - _DETAIL_ROOM  # (2: the gap before the bars)
+    name_width = max(4, min(names, out.width - times - 2 - _DETAIL_ROOM))
+    return waterfall(spans, bar=min(BAR, room) if room >= 8 else 0, name_width=name_width)
+
+
+#: The columns a narrow terminal keeps for the details (they fold) beside names and times.
+_DETAIL_ROOM = 12
+
+
+def waterfall(spans: list[dict[str, Any]], bar: int = BAR, details: bool = True,
+              name_width: int | None = None) -> Table:
+    """Spans as rows, each under its parent, with a bar ``bar`` columns wide (none: 0)
+    placing it in the trace's time; names fold past ``name_width`` columns only."""
     t0 = min(s["start"] for s in spans)
     total = max(max(s["end"] for s in spans) - t0, 1)
     t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    t.add_column("span", overflow="fold")
-    t.add_column("start", justify="right")
-    t.add_column("took", justify="right")
-    t.add_column("", no_wrap=True)
-    t.add_column("detail", overflow="fold")
+    t.add_column("span", overflow="fold", min_width=name_width)
+    t.add_column("start", justify="right", no_wrap=True)
+    t.add_column("took", justify="right", no_wrap=True)
+    if bar:
+        t.add_column("", no_wrap=True)
+    if details:
+        t.add_column("detail", overflow="fold")
 
     for span, depth in tree_order(spans):
         start, end = span["start"] - t0, span["end"] - t0
         # (clamped: a span edited to end before it starts, or far from the others, still
         # draws inside the bar)
-        left = min(max(int(start / total * BAR), 0), BAR - 1)
-        width = min(max(1, round((end - start) / total * BAR)), BAR)
+        left = min(max(int(start / total * bar), 0), bar - 1)
+        width = min(max(1, round((end - start) / total * bar)), bar)
         style = "red" if span["status"] == "error" else \
             "dim" if span["attrs"].get("convoy.replay") else "cyan"
-        bar = Text(" " * left + "█" * min(width, BAR - left), style=style)
         name = Text("  " * depth + one_line(span["name"]),
                     style="red" if span["status"] == "error" else "")
-        t.add_row(name, fmt_duration(start / 1e9), fmt_duration((end - start) / 1e9), bar,
-                  Text(detail(span)))  # (Text: an error's "[...]" is not markup)
+        row: list[Text | str] = [name, fmt_duration(start / 1e9),
+                                 fmt_duration((end - start) / 1e9)]
+        if bar:
+            row.append(Text(" " * left + "█" * min(width, bar - left), style=style))
+        if details:
+            row.append(Text(detail(span)))  # (Text: an error's "[...]" is not markup)
+        t.add_row(*row)
     return t
 
 
