@@ -7,10 +7,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import sys
 
 import pytest
 
+import convoy
 from convoy.observability import Tracing, json_logging
 
 CARD = "4539148803436467"
@@ -306,3 +308,22 @@ def test_a_message_whose_arguments_do_not_fit_is_written_redacted(
         "to %s from %s (its arguments did not fit the message: TypeError: not enough "
         "arguments for format string)")
     assert line["args"] == ["[EMAIL]"]
+
+
+@pytest.mark.parametrize(("kw", "said"), [
+    ({"level": "VERBOSE"}, "json_logging: unknown level 'VERBOSE'; use DEBUG, INFO, "
+                           "WARNING, ERROR, CRITICAL or a number"),
+    ({"level": None}, "json_logging: unknown level None"),
+    ({"stream": 2}, "json_logging: stream=2 is not a text stream (it has no write())"),
+])
+def test_json_logging_refuses_a_bad_level_or_stream_and_installs_nothing(
+        kw: dict[str, object], said: str) -> None:
+    """A new user's trial: ``json_logging("VERBOSE")`` raised ``ValueError: Unknown level``
+    after it had installed its handler (the call failed, its handler stayed and wrote every
+    record); ``stream=2`` (a file descriptor) was taken, and each record failed as it was
+    written. Both are refused in one line before anything is installed."""
+    log = logging.getLogger("scrub.badsetup")
+    before = list(log.handlers)
+    with pytest.raises(convoy.UserError, match=re.escape(said)):
+        json_logging(logger_name="scrub.badsetup", **kw)  # type: ignore[arg-type]
+    assert log.handlers == before

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
-from convoy._errors import ApprovalRequired
+from convoy._errors import ApprovalRequired, UserError
 from convoy.interceptors._base import (
     EffectInput,
     HandoffInput,
@@ -126,6 +126,14 @@ def json_logging(level: int | str = logging.INFO, *, stream: IO[str] | None = No
     the handler (remove it to stop). Called again for the same logger and stream, it
     replaces the handler it added there (each record is written once), with the new
     level and redaction."""
+    # (checked before anything is installed: a call that fails leaves no handler behind)
+    known = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    if not isinstance(known, int) or isinstance(known, bool):
+        raise UserError(f"json_logging: unknown level {level!r:.40}; use DEBUG, INFO, "
+                        "WARNING, ERROR, CRITICAL or a number")
+    if stream is not None and not callable(getattr(stream, "write", None)):
+        raise UserError(f"json_logging: stream={stream!r:.40} is not a text stream (it has "
+                        "no write())")
     target = logging.getLogger(logger_name)
     out = stream if stream is not None else sys.stderr
     for old in list(target.handlers):  # (one writing to this stream, as it is now too)
@@ -135,7 +143,7 @@ def json_logging(level: int | str = logging.INFO, *, stream: IO[str] | None = No
     handler = _StderrJsonHandler() if stream is None else _JsonHandler(stream)
     handler.setFormatter(JsonFormatter(redact=redact))
     target.addHandler(handler)
-    target.setLevel(level)
+    target.setLevel(known)
     return handler
 
 
