@@ -440,3 +440,19 @@ def test_a_duplicate_a_migration_closed_shows_when_it_was_closed() -> None:
             if ln.startswith("│")]
     (cells,) = [r for r in rows if r[0] == str(dup["id"])]
     assert cells[1] == "cleared" and cells[-1] not in ("", "-"), cells  # (its cleared time)
+
+
+def test_closing_an_alert_that_cleared_says_when_it_cleared() -> None:
+    """A new user's trial: ``--close ID`` of an alert that had cleared said only ``no open
+    alert ID ... ('convoy alerts --open' lists them)``, as for an id that does not exist:
+    the line says it cleared already, and when."""
+    seed_deliveries()
+    data = json.loads(cli("alerts", "--json").stdout)
+    latency = next(a["id"] for a in data if a["metric"] == "latency")
+    assert cli("alerts", "--close", str(latency)).code == 0
+    res = cli("alerts", "--close", str(latency))
+    one_line_error(res, 2, f"no open alert {latency} of tenant 'default': it cleared "
+                           "already, at ")
+    assert "nothing closed" in res.stderr, res.stderr
+    res = cli("alerts", "--close", "999")
+    one_line_error(res, 2, "no open alert 999 of tenant 'default': nothing closed")

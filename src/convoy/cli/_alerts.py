@@ -96,7 +96,11 @@ async def _close(db: str, alert_id: int, scope: Scope, busy_timeout: float) -> A
                                                     limit=OPEN_ALERTS_READ) if a.id == alert_id]
         if not found or not await store.alert_close(alert_id, store.clock(),
                                                     tenant=scope.tenant):
-            fail(f"no open alert {alert_id}{scope.of}: nothing closed "
+            cleared = [a.cleared for a in await store.list_alerts(
+                tenant=scope.tenant, limit=OPEN_ALERTS_READ) if a.id == alert_id]
+            when = f": it cleared already, at {fmt_time(cleared[0])}" \
+                if cleared and cleared[0] is not None else ""
+            fail(f"no open alert {alert_id}{scope.of}{when}: nothing closed "
                  f"({scope.command('alerts', db, options='--open')} lists them)")
         return found[0]
 
