@@ -604,6 +604,28 @@ async def test_the_export_holds_other_sessions_copies_of_the_subjects_data(
     assert IN_NAME not in json.dumps(doc)  # another subject's session is not a copy
 
 
+async def test_a_key_the_subject_created_past_the_floor_is_exported_and_erased_whole(
+        tmp_path: Path) -> None:
+    """A review: export and erasure found the keys a subject's sessions created by their
+    version 1; a key created again after an erasure deleted it whole starts past the
+    tenant's floor (version 2 here), so another writer's version of it (an answer to the
+    subject) was neither in the export nor erased."""
+    async with engine(tmp_path / "convoy.db") as eng:
+        assert (await eng.run(note_subject, "someone else", subject="first")).ok
+        await eng.erase("first")  # crm/c-9 goes whole at version 1
+        assert (await eng.run(note_subject, SHARED_NAME, subject="zed")).ok
+        crm = eng.state("crm")
+        assert (await crm.get("c-9")).version == 2
+        await crm.set("c-9", {"answer": "to Zed"}, expected_version=2)
+        doc = await eng.export("zed")
+        assert [(s["version"], s["value"]) for s in doc["state"]] == [
+            (2, {"name": SHARED_NAME}), (3, {"answer": "to Zed"})]
+        event = await eng.erase("zed")
+        assert event.state_versions == 2
+        assert (await crm.get("c-9")).version == 0
+        assert await eng.store.state_history("default", "crm", "c-9") == []
+
+
 @convoy.workflow(name="privacy.mix")
 async def mix_notes(ctx: convoy.Context, own: str) -> str:
     got = await ctx.state("crm").get("c-9")  # another subject's data

@@ -205,6 +205,33 @@ async def test_a_key_deleted_whole_never_gives_a_version_number_again(
     assert (await second.state_put(write("low", 1, 0, None))).entry.version == 4
 
 
+@pytest.mark.parametrize("reason", ["retention", "erasure"])
+async def test_a_key_created_past_the_floor_is_still_the_creators(
+        store: Store, reason: str) -> None:
+    """A review: a purge finds the keys a session created by their version 1, but a key
+    created after a purge raised its tenant's floor starts past it (version 4): an erasure
+    of its creator kept the versions others wrote (a person's decision on the subject's
+    human task, personal data), and so did a retention purge of the session's own keys
+    (its inbox task). Its creation is its oldest version, whatever its number."""
+    for session in ("first", "maker"):
+        await owned(store, session)
+        await store.release(session, "A")
+    for w in (write("old", "a", 0, "first"), write("old", "b", 1, "first"),
+              write("old", "c", 2, "first")):
+        assert (await store.state_put(w)).written
+    await store.purge("t1", ["first"], reason=reason)  # type: ignore[arg-type]
+    ns = "convoy.inbox" if reason == "retention" else "ns"
+    made = await store.state_put(replace(write("maker:task", "q", 0, "maker"), namespace=ns))
+    assert made.entry is not None and made.entry.version == 4  # (past the floor)
+    decided = await store.state_put(replace(write("maker:task", "decided", 4, None),
+                                            namespace=ns))
+    assert decided.written
+    event = await store.purge("t1", ["maker"], reason=reason)  # type: ignore[arg-type]
+    assert await store.state_get("t1", ns, "maker:task") is None
+    assert await store.state_history("t1", ns, "maker:task") == []
+    assert event.state_versions == 2
+
+
 async def test_finished_before_lists_old_finished_sessions_only(
         store: Store, clock: FakeClock) -> None:
     await owned(store, "old")

@@ -224,11 +224,13 @@ async def _state(raw: Store, opener: _Opener, session_ids: list[str], *,
     out = []
     entries = await raw.state_written_by(opener.tenant, session_ids)
     if always:
+        # (a key they created: they wrote its oldest version, 1 or, a key created past
+        # its tenant's floor, the first past it; erasure deletes it whole)
         ids = set(session_ids)
-        created = {(e.namespace, e.key) for e in entries if e.version == 1}
-        for ns, key in sorted(created):
-            entries += [e for e in await raw.state_history(opener.tenant, ns, key)
-                        if e.session_id not in ids]
+        for ns, key in sorted({(e.namespace, e.key) for e in entries}):
+            history = await raw.state_history(opener.tenant, ns, key)
+            if history and history[0].session_id in ids:
+                entries += [e for e in history if e.session_id not in ids]
     for e in entries:
         value = await opener.open(state_aad(e.tenant, e.namespace, e.key, e.session_id,
                                             e.step_key), e.value, always=always)

@@ -969,7 +969,8 @@ class Store(Protocol):
                     audit: Callable[[Erasure], bytes] | None = None) -> Erasure:
         """In one transaction: delete the sessions (of ``tenant``) with their journal,
         signals, watches and spans (:data:`SPANS_NAMESPACE`), every state key one of them
-        created (all its versions, whoever wrote them: an erasure only) and every other
+        created (wrote its oldest version: 1, or past the tenant's floor; all its
+        versions, whoever wrote them: an erasure only) and every other
         state version they wrote (a key whose current version goes falls back to its
         newest remaining one; a key none of whose versions remains goes), destroy
         ``subject``'s key when given (with the values in :data:`SUBJECT_REFS` that name

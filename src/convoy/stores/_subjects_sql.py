@@ -145,14 +145,19 @@ class SubjectSQL:
                 f"tenant={self.mark} AND id IN ({self.ids(n)}) ORDER BY id{lock}")
 
     def created(self, n: int, *, own: bool = False) -> str:
-        """The state keys (of a tenant) that one of ``n`` sessions created (version 1);
-        ``own``: only those that are the session's own, whoever wrote them since (a
-        retention purge deletes those whole): its human tasks (a person's decision is a
-        version of the task) and the keys of its private namespace (``ctx.state()``)."""
-        mine = (f" AND (namespace='{_INBOX}' OR namespace='{_PRIVATE}' || session_id)"
+        """The state keys (of a tenant) that one of ``n`` sessions created (wrote the
+        oldest version of: version 1, or, a key created past its tenant's floor, the
+        first past it); ``own``: only those that are the session's own, whoever wrote
+        them since (a retention purge deletes those whole): its human tasks (a person's
+        decision is a version of the task) and the keys of its private namespace
+        (``ctx.state()``)."""
+        mine = (f" AND (h.namespace='{_INBOX}' OR h.namespace='{_PRIVATE}' || h.session_id)"
                 if own else "")
-        return (f"SELECT DISTINCT namespace, key FROM state_history WHERE tenant={self.mark} "
-                f"AND version=1 AND session_id IN ({self.ids(n)}){mine} ORDER BY 1, 2")
+        return ("SELECT DISTINCT h.namespace, h.key FROM state_history h WHERE "
+                f"h.tenant={self.mark} AND h.session_id IN ({self.ids(n)}){mine} AND NOT "
+                "EXISTS (SELECT 1 FROM state_history o WHERE o.tenant=h.tenant AND "
+                "o.namespace=h.namespace AND o.key=h.key AND o.version<h.version) "
+                "ORDER BY 1, 2")
 
     def fall_back_to(self, row: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
         """What makes a key whose current version a purge deleted (``row``: ``(tenant,
