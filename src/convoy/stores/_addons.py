@@ -233,7 +233,7 @@ ADDONS: tuple[Addon, ...] = (
     # A new session under a purged session's id: no cursor of the earlier one's.
     Addon("audit_cursor_reset", 1, _CURSOR_RESET_SQLITE, _CURSOR_RESET_POSTGRES),
     # The highest version of a shared-state key a purge deleted whole, per tenant: a key
-    # created after it starts past it (a version number never names two values).
+    # created after it starts past it (a write never gives a number twice).
     Addon("state_floor", 1,
           "CREATE TABLE IF NOT EXISTS state_floor(tenant TEXT PRIMARY KEY, "
           "version INTEGER NOT NULL)",

@@ -851,8 +851,8 @@ class Store(Protocol):
         history, and fires every watch on the key (:meth:`state_watch`) in the same
         transaction. A new version is numbered one past the key's current version; a new
         key's first, one past its tenant's floor (the highest version of the tenant's keys
-        a :meth:`purge` deleted whole; 0: none), so a version number never names two
-        values of one key."""
+        a :meth:`purge` deleted whole; 0: none), so a write never gives a key a
+        number it had before."""
         ...
 
     async def state_history(self, tenant: str, namespace: str, key: str, *,

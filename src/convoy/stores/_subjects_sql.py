@@ -94,10 +94,11 @@ class SubjectSQL:
         self.key_current = (f"DELETE FROM state WHERE tenant={m} AND namespace={m} AND "
                             f"key={m} RETURNING version")
         # The newest remaining version's value and writer, under the number of the
-        # version purged (first parameter), so that the key's version never goes back: a
-        # number is never given to two values (a compare-and-set against it, or a wait
-        # past it, means what it meant), and a key none of whose versions remains has no
-        # row to copy and goes (its number is kept by :attr:`floor`).
+        # version purged (first parameter), so that the key's version never goes back: no
+        # write gives that number again (a wait past it means what it meant; a
+        # compare-and-set against it lands on the value this leaves), and a key none of
+        # whose versions remains has no row to copy and goes (its number is kept by
+        # :attr:`floor`).
         self.fall_back_numbered = (
             "INSERT INTO state(tenant,namespace,key,version,value,session_id,agent,step_key,"
             f"at) SELECT tenant,namespace,key,CAST({m} AS BIGINT),value,session_id,agent,"
