@@ -23,7 +23,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -108,3 +111,22 @@ def fresh_database() -> str:
     name = f"db_{uuid.uuid4().hex[:16]}"
     _admin(f'CREATE DATABASE "{name}"')
     return server_url().rsplit("/", 1)[0] + f"/{name}"
+
+
+def start_until_it_waits(target: Callable[[], None]) -> threading.Thread:
+    """``target`` started on a thread of its own, returned once it is done or a
+    transaction on the cluster waits for a lock (one a test's transaction holds, as a
+    racing write would), at most 60 s."""
+    import psycopg
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    with psycopg.connect(server_url(), autocommit=True) as conn:
+        deadline = time.monotonic() + 60
+        while thread.is_alive() and time.monotonic() < deadline:
+            waiting = conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted"
+                                   ).fetchone()
+            if waiting and waiting[0]:
+                break
+            time.sleep(0.01)
+    return thread

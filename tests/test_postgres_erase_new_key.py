@@ -11,12 +11,8 @@ under that destroyed key (a review of s63)."""
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from pathlib import Path
 from typing import Any
-
-import psycopg
 
 import convoy.stores._postgres_subjects as pg_subjects
 from convoy._errors import StoreError
@@ -66,18 +62,8 @@ async def test_a_key_made_as_an_erasure_runs_is_not_destroyed_under_a_new_sessio
             if outcome:
                 return out
             outcome["started"] = True
-            thread = threading.Thread(target=start_another)
-            thread.start()
             # until the creation is done, or waits for a lock this purge holds
-            with psycopg.connect(pg_cluster.server_url(), autocommit=True) as conn:
-                deadline = time.monotonic() + 60
-                while thread.is_alive() and time.monotonic() < deadline:
-                    waiting = conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted"
-                                           ).fetchone()
-                    if waiting and waiting[0]:
-                        break
-                    time.sleep(0.01)
-            outcome["thread"] = thread
+            outcome["thread"] = pg_cluster.start_until_it_waits(start_another)
             return out
 
         monkeypatch.setattr(pg_subjects, "with_named", interleaved)
