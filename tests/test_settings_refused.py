@@ -22,7 +22,8 @@ INF = math.inf
 REFUSED: list[tuple[str, Callable[[], Any], str]] = [
     ("k nan", lambda: BaselinePolicy(k=NAN), "BaselinePolicy.k must be a number > 0"),
     ("k inf", lambda: BaselinePolicy(k=INF), "BaselinePolicy.k must be a number > 0"),
-    ("warmup nan", lambda: BaselinePolicy(warmup=NAN), "BaselinePolicy.warmup must be >= 0"),
+    ("warmup nan", lambda: BaselinePolicy(warmup=NAN),
+     "BaselinePolicy.warmup must be a whole number >= 0"),
     ("deviation nan", lambda: BaselinePolicy(min_deviation=NAN), "min_deviation"),
     ("usd nan", lambda: Budget(usd=NAN), "budget limits must be numbers >= 0"),
     ("tokens nan", lambda: Budget(tokens=NAN), "budget limits must be numbers >= 0"),
