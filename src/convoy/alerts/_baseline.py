@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from convoy._errors import UserError
+from convoy._numbers import is_number
 
 Transition = Literal["fired", "cleared", "relearned"]
 
@@ -34,9 +35,7 @@ Transition = Literal["fired", "cleared", "relearned"]
 def _real(value: object) -> float:
     """``value`` as a number, or NaN (which every range refuses) for what is none: text,
     ``None``, a bool."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return math.nan
+    return float(value) if is_number(value) else math.nan
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from convoy._errors import ApprovalRequired, UserError
+from convoy._numbers import is_whole
 from convoy.interceptors._base import (
     EffectInput,
     HandoffInput,
@@ -128,7 +129,7 @@ def json_logging(level: int | str = logging.INFO, *, stream: IO[str] | None = No
     level and redaction."""
     # (checked before anything is installed: a call that fails leaves no handler behind)
     known = logging.getLevelName(level.upper()) if isinstance(level, str) else level
-    if not isinstance(known, int) or isinstance(known, bool):
+    if not is_whole(known):
         raise UserError(f"json_logging: unknown level {level!r:.40}; use DEBUG, INFO, "
                         "WARNING, ERROR, CRITICAL or a number")
     if stream is not None and not callable(getattr(stream, "write", None)):

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from convoy._errors import ApprovalRequired, StateConflict, UserError
+from convoy._numbers import is_whole
 from convoy.interceptors._base import (
     AgentRunEnded,
     DecisionInput,
@@ -146,8 +147,7 @@ class Metrics(Interceptor):
         except ImportError:
             raise UserError("metrics need prometheus-client: pip install 'convoy[metrics]'"
                             ) from None
-        if not isinstance(max_label_values, int) or isinstance(max_label_values, bool) \
-                or max_label_values < 1:
+        if not is_whole(max_label_values) or max_label_values < 1:
             raise UserError(f"Metrics: max_label_values must be a whole number >= 1, got "
                             f"{max_label_values!r}")
         self.registry = registry if registry is not None else CollectorRegistry()

@@ -29,6 +29,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from convoy._errors import ApprovalRequired, SessionTerminated, UserError
+from convoy._numbers import is_number, is_whole
 from convoy._trace_context import (
     TRACE_HEADER,
     decision_span_id,
@@ -172,13 +173,13 @@ class Tracing(Interceptor):
                 resource_problem()
             if problem is not None:
                 raise UserError(f"Tracing: {problem}")
-        if not _number(flush_every) or isinstance(flush_every, float) or flush_every < 1:
+        if not is_whole(flush_every) or flush_every < 1:
             raise UserError(f"Tracing: flush_every must be a whole number >= 1, got "
                             f"{flush_every!r}")
-        if not _number(flush_interval) or not 0 < flush_interval < math.inf:
+        if not is_number(flush_interval) or not 0 < flush_interval < math.inf:
             raise UserError(f"Tracing: flush_interval must be a number of seconds > 0, got "
                             f"{flush_interval!r}")
-        if not _number(sample_rate) or not 0.0 <= sample_rate <= 1.0:
+        if not is_number(sample_rate) or not 0.0 <= sample_rate <= 1.0:
             raise UserError(f"Tracing: sample_rate must be a number in [0, 1], got "
                             f"{sample_rate!r}")
         self.sample_rate = sample_rate
@@ -939,11 +940,6 @@ class Tracing(Interceptor):
 #: session's trace ids are derived from its headers and id, :func:`trace_ids`).
 _UNHOOKED = frozenset({"session_run", "agent_run", "model_call", "tool_call", "handoff",
                        "effect", "state_op"})
-
-
-def _number(value: object) -> bool:
-    """Whether ``value`` is a real number (not a bool, nor text that reads as one)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class AttemptSpans(PerAttempt):
