@@ -286,6 +286,60 @@ def test_ctrl_c_that_python_swallows_during_the_import_still_stops_the_command(
     assert res.returncode == -signal.SIGINT
 
 
+#: Test-only ``sitecustomize`` for the child: a real SIGINT, sent by the child to itself as
+#: it starts the Nth import of a module Python had not loaded once ``convoy`` began to
+#: import (``$TRIP_AT``): the same Ctrl-C at the same moment every run, no clock.
+_TRIP = """\
+import os, signal, sys
+
+class _Trip:
+    seen, started = 0, False
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "convoy":
+            _Trip.started = True
+        elif _Trip.started and name not in sys.modules:
+            _Trip.seen += 1
+            if _Trip.seen == int(os.environ["TRIP_AT"]):
+                sys.meta_path.remove(self)
+                os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, _Trip())
+"""
+
+
+@pytest.mark.parametrize("how", ["script", "python -m convoy"])
+@pytest.mark.parametrize("nth", [1, 2, 3, 5, 20, 100])
+def test_ctrl_c_in_the_first_imports_is_one_line(tmp_path: Path, how: str, nth: int
+                                                 ) -> None:
+    """New user's trial: a Ctrl-C in the first moments of a command (importing
+    ``convoy._interrupt``, which sets the hook, or what it imports before setting it)
+    printed Python's traceback. The hook is now set by ``convoy``'s first lines, before any
+    import: the first imports of Convoy's own (1: ``convoy._interrupt``, 2 and 3: what it
+    imports) and later ones are one line, and the command ends by SIGINT (130 in a shell)
+    or exits 130."""
+    (tmp_path / "trip").mkdir()
+    (tmp_path / "trip" / "sitecustomize.py").write_text(_TRIP)
+    script = tmp_path / "convoy"  # what pip writes for the console script
+    script.write_text("import sys\nfrom convoy.cli import main\n"
+                      "if __name__ == '__main__':\n    sys.exit(main())\n")
+    env = subprocess_env()
+    env.update(TRIP_AT=str(nth),
+               PYTHONPATH=os.pathsep.join([str(tmp_path / "trip"), env["PYTHONPATH"]]))
+    argv = [str(script)] if how == "script" else ["-m", "convoy"]
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # (not inherited
+    try:  # ignored, as in a background job: the child turns it into KeyboardInterrupt)
+        res = subprocess.run([sys.executable, *argv, "--version"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert "Traceback" not in res.stderr, (how, nth, res.stderr)
+    assert res.stderr.strip() == "interrupted", (how, nth, res.stderr)
+    assert res.returncode in (130, -signal.SIGINT), (how, nth, res.returncode)
+    assert "convoy" not in res.stdout  # (it never printed its version)
+
+
 @pytest.mark.parametrize(("sid", "shown"), [("id\u200bzw", "id\\u200bzw"),
                                            ("a\u2028b", "a\\u2028b"),
                                            ("\ufeffbom", "\\ufeffbom")])

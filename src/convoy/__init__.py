@@ -8,7 +8,39 @@ People decide through the inbox (``ctx.ask_human``, tool approvals, escalations:
 ``engine.inbox``), and tools declare the scopes an agent must be granted.
 """
 
-# First: on the command line, Ctrl-C while the rest imports is one line, not a traceback.
+# First of all, before any import (even of ``convoy._interrupt``: finding and compiling a
+# module takes milliseconds): on the command line, Ctrl-C while the rest imports is one
+# line, not a traceback. ``sys`` and ``os`` are loaded before any of Convoy runs.
+import os as _os  # (isort: skip)
+import sys as _sys  # (isort: skip)
+
+
+def _command_line() -> bool:
+    """Whether this process is the ``convoy`` command line (the ``convoy`` script, ``python
+    -m convoy`` or ``python -m convoy.cli``)."""
+    if _sys.argv and _os.path.basename(_sys.argv[0]) in ("convoy", "convoy.exe"):
+        return True
+    argv = list(getattr(_sys, "orig_argv", ()))
+    return any(a == "-m" and argv[i + 1:i + 2] in (["convoy"], ["convoy.cli"])
+               for i, a in enumerate(argv))
+
+
+_excepthook = _sys.excepthook
+
+
+def _interrupted_while_importing(kind: type[BaseException], exc: BaseException,
+                                 tb: object) -> None:
+    """``interrupted`` for a Ctrl-C that lands before :mod:`convoy._interrupt` (which says
+    more, and takes over) sets its own hook; anything else as before."""
+    if issubclass(kind, KeyboardInterrupt):
+        print("interrupted", file=_sys.stderr)
+    else:
+        _excepthook(kind, exc, tb)  # type: ignore[arg-type]
+
+
+if _command_line():
+    _sys.excepthook = _interrupted_while_importing
+
 import convoy._interrupt  # noqa: F401  (isort: skip)
 from convoy._errors import (
     AgentTurnsExhausted,

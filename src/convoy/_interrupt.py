@@ -9,6 +9,11 @@ of a traceback; Python then ends the process by SIGINT, as after any unhandled C
 the import system, or in a finalizer) ends the command at once, with the same line. A
 program that imports ``convoy`` is left as it is.
 
+The first lines of ``convoy/__init__.py`` set that hook before any import (this module's
+own included); this module then takes over. A Ctrl-C before them (while Python itself
+starts: its ``site`` module, ``runpy``, finding or compiling ``convoy/__init__.py``) lands
+before any of Convoy runs, and Python answers it as it does for any program.
+
 A long-running command (``convoy worker``, ``convoy metrics serve``) started with SIGINT
 ignored (a background job of a script or a CI step) would lose a SIGINT that lands during
 that import: Python drops it, and the command then runs on. From the moment ``convoy``
@@ -19,20 +24,11 @@ starts, before any of Convoy runs, is still dropped: nothing can catch it.)
 
 from __future__ import annotations
 
-# Before pydantic_core: its (Rust) module init imports ``datetime`` when nothing has yet,
-# and a KeyboardInterrupt inside that import is a Rust panic with a backtrace, not the
-# one line below.
-import contextlib
-import datetime  # noqa: F401
+# Nothing but ``sys`` and ``os`` (loaded before any of Convoy runs) until the hooks are set:
+# ``convoy/__init__.py`` set a first one, and a Ctrl-C that Python would swallow during the
+# imports below is to end the command too.
 import os
-import signal
 import sys
-import threading
-from types import FrameType, TracebackType
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from sys import UnraisableHookArgs
 
 #: The line an interrupted command prints (on stderr) when it has nothing more to say.
 INTERRUPTED_LINE = "interrupted"
@@ -40,19 +36,24 @@ INTERRUPTED_LINE = "interrupted"
 
 def is_command_line() -> bool:
     """Whether this process is the ``convoy`` command line."""
-    if sys.argv and os.path.basename(sys.argv[0]) in ("convoy", "convoy.exe"):
-        return True
-    argv = list(getattr(sys, "orig_argv", ()))
-    return any(a == "-m" and argv[i + 1:i + 2] in (["convoy"], ["convoy.cli"])
-               for i, a in enumerate(argv))
+    from convoy import _command_line  # (defined before ``convoy`` imports this module)
+
+    return _command_line()
 
 
 def _end_by_sigint() -> None:
     """End the process at once by SIGINT (exit status 130 in a shell)."""
-    with contextlib.suppress(OSError, ValueError):  # closed or broken: nothing to say there
+    try:  # noqa: SIM105  (``contextlib`` may not be imported yet)
         sys.stdout.flush()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    except (OSError, ValueError):  # closed or broken: nothing to say there
+        pass
+    import signal  # (here: the hook below may call this before the imports below)
+
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # ValueError: not the main thread
+    except ValueError:
+        pass
+    else:
         os.kill(os.getpid(), signal.SIGINT)
     os._exit(130)  # not the main thread (no handler can be set), or SIGINT is blocked
 
@@ -88,6 +89,20 @@ def quiet_interrupts() -> None:
     sys.unraisablehook = unraisable
 
 
+quiet_interrupts()  # (imported first by convoy/__init__.py; before any other import here)
+
+# Before pydantic_core: its (Rust) module init imports ``datetime`` when nothing has yet,
+# and a KeyboardInterrupt inside that import is a Rust panic with a backtrace, not the
+# one line above.
+import datetime  # noqa: E402, F401
+import signal  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:
+    from sys import UnraisableHookArgs
+    from types import FrameType, TracebackType
+
+
 #: The stop signals noted before a long-running command handled them itself.
 _noted: list[int] = []
 
@@ -115,5 +130,4 @@ def early_stop() -> int | None:
     return _noted.pop(0) if _noted else None
 
 
-quiet_interrupts()  # (imported first by convoy/__init__.py)
 note_early_stops()
