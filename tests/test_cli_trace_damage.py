@@ -188,3 +188,40 @@ def test_a_chunk_of_a_newer_format_names_its_session() -> None:
     assert res.code == 1 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert f"the spans kept for session '{sid}': stored spans are in format 99" in \
         res.stderr and "(upgrade Convoy)" in res.stderr, res.stderr
+
+
+def test_a_span_that_ends_before_it_starts_shows_no_negative_time() -> None:
+    """New user's trial: a span timed by a wall clock stepped back while it ran (its end
+    before its start) showed a negative duration ("-5.0 ms"). It shows "?" for how long
+    it took, and its detail says the clock stepped back, and by how much; the trace's
+    total is never negative either; --json keeps the times as recorded."""
+    sid, key, chunk = _chunk()
+    row = chunk["spans"][-1]
+    row[4] = row[3] - 5_000_000  # (ends 5 ms before it starts)
+    tamper("UPDATE kv SET value=? WHERE namespace=? AND key=?", json.dumps(chunk),
+           f"trace:{sid}", key)
+    res = cli("trace", sid)
+    assert res.code == 0 and res.stderr == "", res.stderr
+    assert not re.search(r"-\d+(\.\d+)? ?(ms|s)\b", res.stdout), res.stdout
+    text = " ".join(res.stdout.split())  # (a long detail folds)
+    assert "clock stepped back: ends 5.0 ms before it starts" in text, res.stdout
+    rows = [line for line in res.stdout.splitlines() if "clock stepped" in line]
+    assert rows and " ? " in rows[0], res.stdout
+    spans = json.loads(cli("trace", sid, "--json").stdout)
+    assert any(s["end"] == s["start"] - 5_000_000 for s in spans)
+
+
+def test_a_trace_whose_every_span_ends_before_the_first_starts_has_no_negative_total(
+) -> None:
+    from rich.console import Console
+
+    from convoy.cli._trace import took, waterfall
+
+    spans = [{"span_id": "a", "parent_id": None, "name": "invoke_workflow w",
+              "start": 10_000_000, "end": 2_000_000, "status": "ok", "attrs": {},
+              "message": None}]
+    console = Console(width=120, record=True, color_system=None)
+    console.print(waterfall(spans))
+    text = console.export_text()
+    assert "clock stepped back: ends 8.0 ms before it starts" in text and "-8" not in text
+    assert took(2_000_000 - 10_000_000) == "?" and took(0) == "0.0 ms"

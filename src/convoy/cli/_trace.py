@@ -107,7 +107,7 @@ def trace(
     errors = sum(1 for s in spans if s["status"] == "error")
     derived = sum(1 for s in spans if s["attrs"].get("convoy.derived"))
     out.print(f"trace {spans[0]['trace_id']}  {plural(len(spans), 'span')}  "
-              f"{fmt_duration((t1 - t0) / 1e9)}"
+              f"{took(t1 - t0)}"
               + (f"  {plural(errors, 'error')}" if errors else "")
               + ("" if found == "unsampled" or not derived
                  else "  (derived from the journal, in place of the sealed spans kept for it)"
@@ -423,14 +423,28 @@ def waterfall(spans: list[dict[str, Any]], bar: int = BAR, details: bool = True,
             "dim" if span["attrs"].get("convoy.replay") else "cyan"
         name = Text("  " * depth + one_line(span["name"]),
                     style="red" if span["status"] == "error" else "")
-        row: list[Text | str] = [name, fmt_duration(start / 1e9),
-                                 fmt_duration((end - start) / 1e9)]
+        row: list[Text | str] = [name, fmt_duration(start / 1e9), took(end - start)]
         if bar:
             row.append(Text(" " * left + "█" * min(width, bar - left), style=style))
         if details:
             row.append(Text(detail(span)))  # (Text: an error's "[...]" is not markup)
         t.add_row(*row)
     return t
+
+
+def took(ns: int) -> str:
+    """How long a span took, from its end less its start in nanoseconds: ``?`` for an end
+    before the start (the wall clock it was timed by was stepped back while it ran, by more
+    than it took: how long it took is not known; :func:`detail` says so)."""
+    return "?" if ns < 0 else fmt_duration(ns / 1e9)
+
+
+def clock_stepped_back(span: dict[str, Any]) -> str | None:
+    """What a span that ends before it starts says of it (see :func:`took`)."""
+    back = span.get("start", 0) - span.get("end", 0)
+    if back <= 0:
+        return None
+    return f"clock stepped back: ends {fmt_duration(back / 1e9)} before it starts"
 
 
 def detail(span: dict[str, Any]) -> str:
@@ -463,6 +477,9 @@ def detail(span: dict[str, Any]) -> str:
         parts.append(message)
     elif a.get("convoy.interrupted"):
         parts.append(f"interrupted ({_as_is(a['convoy.interrupted'])})")
+    back = clock_stepped_back(span)
+    if back:
+        parts.append(back)
     return one_line(", ".join(parts))
 
 
