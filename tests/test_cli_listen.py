@@ -4,6 +4,7 @@ address at all) or the port (taken)."""
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
 
@@ -91,6 +92,35 @@ def test_metrics_serve_in_python_refuses_a_port_out_of_range(port: int) -> None:
     with pytest.raises(convoy.UserError, match=f"metrics port {port}: a TCP port is a whole "
                        "number from 0 to 65535"):
         Metrics().serve(port=port)
+
+
+@pytest.mark.parametrize(("addr", "said"), [
+    ("999.1.1.1", "metrics address '999.1.1.1' cannot be resolved (Name or service not "
+                  "known): pass an IP address of this machine, such as addr='127.0.0.1' "
+                  "(this machine alone) or addr='0.0.0.0' (all of them), or a host name "
+                  "that resolves to one"),
+    ("127.0.0.1:9464", "metrics address '127.0.0.1:9464' cannot be resolved (Name or "
+                       "service not known): pass the host alone, and the port as port=: "
+                       "serve(port=9464, addr='127.0.0.1')"),
+    ("[::1]", "metrics address '[::1]' cannot be resolved (Name or service not known): "
+              "pass the address without its brackets: addr='::1'"),
+    ("", "metrics address '' is empty: pass an address of this machine, such as "
+         "addr='127.0.0.1' (this machine alone) or addr='0.0.0.0' (all of them)"),
+])
+def test_metrics_serve_in_python_says_an_address_that_cannot_be_resolved(
+        addr: str, said: str) -> None:
+    """New user's trial: ``Metrics.serve(addr="999.1.1.1")`` raised the socket module's raw
+    ``gaierror``. A UserError says what is wrong with the address and what to pass (the
+    gaierror its cause); nothing is left listening."""
+    import convoy
+    from convoy.observability import Metrics
+
+    with pytest.raises(convoy.UserError) as caught:
+        Metrics().serve(port=0, addr=addr)
+    # (the resolver's own words, in the parentheses, are the platform's)
+    assert re.fullmatch(re.escape(said).replace(re.escape("(Name or service not known)"),
+                                                r"\(.+\)"), str(caught.value)), caught.value
+    assert isinstance(caught.value.__cause__, socket.gaierror)
 
 
 @pytest.mark.parametrize("args", [("metrics", "serve", "--addr", "127.0.0.1:9464"),

@@ -11,7 +11,16 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from convoy import Engine, Interceptor, Next, SessionEnd, SessionInput, StoreError, Workflow
+from convoy import (
+    Engine,
+    Interceptor,
+    Next,
+    SessionEnd,
+    SessionInput,
+    StoreError,
+    UserError,
+    Workflow,
+)
 from convoy._command import word
 from convoy._text import escaped, plural, quoted
 from convoy.cli._common import (
@@ -279,8 +288,13 @@ def worker(
                 chain[1:1] = observe(metrics=metrics)  # (before the application's)
                 try:
                     server = metrics.serve(metrics_port, metrics_addr)
-                except OSError as e:
-                    fail(cannot_listen(e, metrics_addr, metrics_port,
+                except (OSError, UserError) as e:
+                    # (an address that resolves to none: a UserError from the gaierror,
+                    # said here of the option, as any other address that cannot be used)
+                    cause = e.__cause__ if isinstance(e, UserError) else e
+                    if not isinstance(cause, OSError):
+                        raise
+                    fail(cannot_listen(cause, metrics_addr, metrics_port,
                                        addr_option="--metrics-addr",
                                        port_option="--metrics-port"))
                 err.print(f"metrics on http://{host_in_url(metrics_addr)}:{server.port}/metrics",

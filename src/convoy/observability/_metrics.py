@@ -17,6 +17,7 @@ retry-budget refusals).
 
 from __future__ import annotations
 
+import socket
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
@@ -230,14 +231,20 @@ class Metrics(Interceptor):
 
     def serve(self, port: int = 9464, addr: str = "127.0.0.1") -> MetricsServer:
         """Serve ``/metrics`` over HTTP from a thread (``close()`` the result to stop).
-        ``port`` 0: a free one (``MetricsServer.port``). A port outside 0-65535 raises
-        :class:`~convoy.UserError`; one that cannot be bound, :class:`OSError`."""
+        ``port`` 0: a free one (``MetricsServer.port``). A port outside 0-65535, or an
+        ``addr`` that is not an address (or a host name that resolves to none: ``''``,
+        ``'999.1.1.1'``, ``'127.0.0.1:9464'``), raises :class:`~convoy.UserError` (its
+        ``__cause__`` the :class:`socket.gaierror`); an address or port that cannot be
+        bound (not this machine's, taken), :class:`OSError`."""
         from prometheus_client import start_http_server
 
         if type(port) is not int or not 0 <= port <= 65535:
             raise UserError(f"metrics port {port!r}: a TCP port is a whole number from 0 to "
                             "65535 (0: a free one)")
-        server, thread = start_http_server(port, addr, registry=self.registry)
+        try:
+            server, thread = start_http_server(port, addr, registry=self.registry)
+        except socket.gaierror as e:
+            raise UserError(_unresolved(addr, e)) from e
         return MetricsServer(server, thread)
 
     def asgi_app(self) -> Any:
@@ -441,6 +448,27 @@ class Metrics(Interceptor):
                 self._conflicts[space] = self._conflicts.get(space, 0) + 1
         if self._tries:
             self._tries.pop(id(input), None)
+
+
+def _unresolved(addr: str, e: socket.gaierror) -> str:
+    """What :meth:`Metrics.serve` says of an ``addr`` that resolves to no address, and what
+    to pass instead (as ``convoy metrics serve --addr`` says it of its option)."""
+    said = f"metrics address {addr!r} cannot be resolved ({e.strerror or e})"
+    if not addr.strip():
+        return (f"metrics address {addr!r} is empty: pass an address of this machine, such "
+                "as addr='127.0.0.1' (this machine alone) or addr='0.0.0.0' (all of them)")
+    host, _, after = addr.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")  # ([::1]:9464, as in a URL)
+    host = host[1:-1] if bracketed else host
+    if host and (bracketed or ":" not in host) and after.isdigit():  # (an IPv6 address
+        # alone has colons of its own)
+        return (f"{said}: pass the host alone, and the port as port=: "
+                f"serve(port={after}, addr={host!r})")
+    if addr.startswith("[") and addr.endswith("]") and ":" in addr:  # ([::1], from a URL)
+        return f"{said}: pass the address without its brackets: addr={addr[1:-1]!r}"
+    return (f"{said}: pass an IP address of this machine, such as addr='127.0.0.1' (this "
+            "machine alone) or addr='0.0.0.0' (all of them), or a host name that resolves "
+            "to one")
 
 
 class MetricsServer:
