@@ -165,6 +165,67 @@ def test_the_table_shows_whole_session_ids_however_narrow(db: str) -> None:
                                                                            r.stdout)
 
 
+def _column(lines: list[str], name: str) -> list[str]:
+    """The lines of the table's column ``name``, read down (a folded cell's pieces apart)."""
+    header = next(line for line in lines if "index" in line).split("┃")
+    at = next(i for i, cell in enumerate(header) if cell.strip() == name)
+    return [line.split("│")[at].strip() for line in lines if line.count("│") > at]
+
+
+@pytest.mark.parametrize("columns", ["60", "80"])
+def test_the_target_is_readable_on_a_narrow_terminal(db: str, columns: str) -> None:
+    """New user's trial: at 60 and 80 columns the target (what the entry is about) was
+    squeezed to 3 characters a line ("sim", ":de", "fau", "lt"). It keeps at least 16 (each
+    target here on one line, or two pieces of a longer one), the table no wider than the
+    terminal, the session id whole at 80."""
+    import subprocess
+    import sys
+
+    from tests.clikit import subprocess_env
+
+    targets = [json.loads(line)["target"] for line in cli(
+        "audit", "list", "--db", db, "--tenant", "acme", "--json").stdout.splitlines()]
+    r = subprocess.run([sys.executable, "-m", "convoy", "audit", "list", "--db", db,
+                        "--tenant", "acme"], env={**subprocess_env(), "COLUMNS": columns},
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0 and "…" not in r.stdout, r.stderr
+    lines = r.stdout.splitlines()
+    assert all(len(line) <= int(columns) for line in lines), r.stdout
+    shown = _column(lines, "target")
+    assert max(map(len, shown)) >= 16, r.stdout
+    short = [t for t in targets if len(t) <= 16]
+    assert short and all(t in shown for t in short), r.stdout  # (whole, on one line)
+    assert "set customer:s1/last" in " ".join(shown) or \
+        "set customer:s1/last" in shown, r.stdout
+    assert (LONG_ID in _column(lines, "session")) is (columns == "80"), r.stdout
+
+
+def test_a_status_other_than_ok_joins_the_target_where_its_column_is_left_out() -> None:
+    from rich.console import Console
+
+    from convoy.audit import AuditEvent
+    from convoy.cli._audit import _entries_table
+
+    rows = [(0, AuditEvent(kind="tool_call", status="ToolError", at=0.0, session_id=LONG_ID,
+                           step_key="1/1", actor="desk", target="refund")),
+            (1, AuditEvent(kind="tool_call", status="ok", at=0.0, session_id=LONG_ID,
+                           step_key="1/2", actor="desk", target="refund")),
+            (2, None)]
+    for width, merged in ((80, True), (200, False)):
+        console = Console(width=width, record=True, color_system=None)
+        console.print(_entries_table(rows, "t", "VERIFY", width=width))
+        shown = console.export_text()
+        lines = shown.splitlines()
+        header = next(line for line in lines if "index" in line)
+        assert ("status" not in header) is merged, lines
+        text = " ".join(" ".join(_column(lines, "target")).split())
+        if merged:  # (said once, where it is not "ok"; an unreadable entry's words too)
+            assert "refund (status ToolError)" in text and "(status ok)" not in text, lines
+            assert "not an audit event: run VERIFY" in text.replace("- ", "-"), lines
+        else:
+            assert "(status" not in text and "ToolError" in shown
+
+
 def test_listing_writes_nothing(db: str) -> None:
     before = Path(db).read_bytes()
     assert cli("audit", "list", "--db", db, "--tenant", "acme").code == 0

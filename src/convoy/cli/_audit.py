@@ -349,9 +349,12 @@ def _event_json(event: AuditEvent | None, verify: str) -> dict[str, Any]:
 def _entries_table(rows: list[tuple[int, AuditEvent | None]], title: str,
                    verify: str, width: int | None = None) -> Table:
     """The entries as a table. The session id keeps its whole width on one line (it is
-    what ``--session`` takes, copied from here): on a terminal narrower than the table
-    (``width``), the columns that say least go first (the time, then the actor), and what
-    still does not fit wraps; a terminal too narrow even then folds the id too."""
+    what ``--session`` takes, copied from here), and the target (what was acted on: what
+    the entry is about) at least :data:`_TARGET_CELLS` cells: on a terminal narrower than
+    the table (``width``), the columns that say least go first (the time, then the actor,
+    then the step), then the status joins the target (``refund (status ToolError)``; an
+    ``ok`` is not repeated), and what still does not fit wraps; a terminal too narrow even
+    then folds the session id too."""
     cells: dict[str, list[str]] = {name: [] for name in _COLUMNS}
     for index, e in rows:
         values = [str(index), "-", "?", f"not an audit event: run {verify}", "", "", "",
@@ -366,19 +369,39 @@ def _entries_table(rows: list[tuple[int, AuditEvent | None]], title: str,
     def natural(name: str) -> int:
         return max(cell_len(name), *map(cell_len, cells[name])) + 3
 
+    def least_target() -> int:  # (its borders and padding included)
+        return min(natural("target"), _TARGET_CELLS + 3)
+
+    def needed(names: list[str]) -> int:  # (every column whole but the target)
+        return sum(natural(n) for n in names if n != "target") + least_target() + 1
+
     names = list(_COLUMNS)
-    for droppable in ("at", "actor"):
-        if width is None or sum(map(natural, names)) + 1 <= width:
+    for droppable in ("at", "actor", "step", "status"):
+        if width is None or needed(names) <= width:
             break
         names.remove(droppable)
+        if droppable == "status":  # (said in the target's cell, where it is not "ok")
+            cells["target"] = [
+                status if not target else
+                target if status == "ok" else f"{target} (status {status})"
+                for target, status in zip(cells["target"], cells["status"], strict=True)]
     whole = ("index", "kind", "session")  # (never wrapped)
-    fits = width is None or sum(natural(n) for n in names if n in whole) + \
-        (3 + _NARROWEST_CELL) * (len(names) - len(whole)) + 1 <= width
+    fits = width is None or needed(names) <= width
+    # (what the session id and the target share when the id folds, their borders included)
+    rest = 0 if width is None else width - 1 - natural("index") - natural("kind")
+    target_kept = fits or rest >= least_target() + 3 + _FOLDED_SESSION_CELLS
     t = Table(title=title, title_justify="left")
     for name in names:
-        kept = name in ("index", "kind") or (name == "session" and fits)
-        t.add_column(name, justify="right" if name == "index" else "left", no_wrap=kept,
-                     overflow="fold", min_width=natural(name) - 3 if kept else None)
+        kept = name in ("index", "kind") or (name != "target" and fits)
+        least = natural(name) - 3 if kept else \
+            least_target() - 3 if name == "target" and target_kept else None
+        # (a folded session id gets what the target leaves: Rich shares the cut between
+        # the columns that wrap, then gives a column its least again, past the terminal)
+        most = rest - least_target() - 3 if name == "session" and not fits and \
+            target_kept else None
+        t.add_column(name, justify="right" if name == "index" else "left",
+                     no_wrap=kept and name in whole, overflow="fold", min_width=least,
+                     max_width=most)
     for i in range(len(rows)):  # (as Text: a '[bold]' in an id is shown, not obeyed)
         t.add_row(*(Text(cells[name][i]) for name in names))
     return t
@@ -388,6 +411,11 @@ def _entries_table(rows: list[tuple[int, AuditEvent | None]], title: str,
 _COLUMNS = ("index", "at", "kind", "status", "session", "step", "actor", "target")
 #: The fewest cells a wrapped column of it is given.
 _NARROWEST_CELL = 2
+#: The fewest cells the target is given (where the terminal has them).
+_TARGET_CELLS = 16
+#: The fewest cells a folded session id is given beside the target's fewest (on a terminal
+#: narrower still, the two share what there is).
+_FOLDED_SESSION_CELLS = 8
 
 
 def _erased(e: AuditEvent) -> str | None:
