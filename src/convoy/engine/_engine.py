@@ -284,6 +284,8 @@ class Engine(SessionControl, SubjectRights):
         self._draining = Draining()  # see ``drain``
         self._unreadable: UserError | None = None  # see ``_run_claimed``
         self._backoff = Backoff()  # sessions the store failed to record, by ``serve``
+        # Sessions a run left held here as a crash would (see ``_crashed_out``): tenants.
+        self._left_held: dict[str, str] = {}
         self._serving = 0  # ``serve`` loops running
         self._serving_until_idle = 0  # of which ``until_idle``
         self._open = False
@@ -710,6 +712,7 @@ class Engine(SessionControl, SubjectRights):
         if row.id in self._running or row.id in self._starting:  # this engine runs it now
             return None
         await self._given_back_yet(row.id)
+        self._left_held.pop(row.id, None)  # (taken up here: by a resume, say)
         if row.owner is not None and row.owner != self.owner and row.status == "running":
             await self._expire_if_dead(row.owner)
         if waiting:  # (only then: a store of another make may not know the argument)
@@ -883,6 +886,16 @@ class Engine(SessionControl, SubjectRights):
         error that is not transient as it claims or reads sessions, or out of a session
         hook; an :class:`AuditError` out of a session hook) is raised as itself (see
         :mod:`~convoy.engine._raised`).
+
+        A ``BaseException`` that is not an ``Exception`` (a ``KeyboardInterrupt``, a
+        ``SystemExit``, an application's own) out of a run it started stops it too, and is
+        raised: nothing is written for that run, as if the process had crashed there, and
+        its session, unfinished (its journaled steps replay, none runs twice), is given back
+        as ``serve`` stops, for the next worker (this one, called again). One a run outside
+        ``serve`` left so (:meth:`run`, :meth:`resume`, whose caller caught it) stays held
+        by this engine, which no other takes over while its lease is renewed: ``serve``
+        runs it again (``until_idle`` waits for it, and returns, or raises what its run
+        raises again).
         """
         await self._serve(None, until_idle, poll_interval, on_wait)
 
@@ -932,6 +945,8 @@ class Engine(SessionControl, SubjectRights):
                     await wake.wait()
                     continue
                 nxt: float | None = retry_at
+                if self._left_held:
+                    self._take_up_left_held(tenant)
                 if self.clock() >= retry_at:
                     try:
                         if failures:  # back: take up what the failed calls left held
@@ -1022,6 +1037,30 @@ class Engine(SessionControl, SubjectRights):
                     r.id not in self._giving_back:
                 self._backoff.hold(r.id, r.tenant, now)
 
+    def _crashed_out(self, sid: str, tenant: str, e: BaseException) -> None:
+        """A run of ``sid`` that ``e`` escaped: if it is not an ``Exception`` (nor a
+        cancel, whose run gives its session back), the session is left as a crash leaves
+        it (``running``, held by this engine, its journal as far as it got) and the run
+        raises it; a ``serve`` takes it up again (:meth:`_take_up_left_held`), or gives it
+        back as it stops (:meth:`_give_back_held`)."""
+        if not isinstance(e, (Exception, asyncio.CancelledError)):
+            self._left_held[sid] = tenant
+            self._wake_event().set()
+
+    def _take_up_left_held(self, tenant: str | None) -> None:
+        """The sessions runs left held here as a crash would (of ``tenant``, when given)
+        run again now, from their journal, as sessions given back do (:meth:`_run_again`):
+        ``serve`` does not claim what its own engine holds, and this engine's lease
+        renewals keep other engines off them."""
+        now = self.clock()
+        for sid, of in list(self._left_held.items()):
+            if tenant is not None and of != tenant:
+                continue
+            del self._left_held[sid]
+            if sid not in self._running and sid not in self._backoff and \
+                    sid not in self._starting and sid not in self._giving_back:
+                self._backoff.hold(sid, of, now)
+
     async def _run_again(self, sid: str, tenant: str) -> None:
         """Run a session :meth:`_back_off` gave back, now due: claimed again (this engine
         may still hold it), unless it ended meanwhile, another engine runs it, or this
@@ -1047,10 +1086,13 @@ class Engine(SessionControl, SubjectRights):
 
     async def _give_back_held(self) -> None:
         """As ``serve`` stops: give back the sessions waiting to run again (it may hold
-        them: claimed again before they were due), for a later worker; all at once, for at
-        most :data:`GIVE_BACK_SECONDS` (a store still failing: their leases lapse instead,
+        them: claimed again before they were due), and those runs left held as a crash
+        would (:meth:`_crashed_out`), for a later worker; all at once, for at most
+        :data:`GIVE_BACK_SECONDS` (a store still failing: their leases lapse instead,
         rather than the stop waiting out a store timeout for each)."""
         held, self._backoff = self._backoff.ids(), Backoff()
+        held += [sid for sid in self._left_held if sid not in held]
+        self._left_held.clear()
 
         async def give_back(sid: str) -> None:
             await self._given_back_yet(sid)  # (its run's own, with its counts, first)
@@ -1073,6 +1115,9 @@ class Engine(SessionControl, SubjectRights):
             # A hook raised it (nobody cancelled this run): an error like any other.
             await self._after_error(row, "CancelledError (from a session hook: nobody "
                                          "cancelled the run)")
+        except BaseException as e:  # (before its run took it: reading it, a request's end)
+            self._crashed_out(row.id, row.tenant, e)
+            raise
         finally:
             self._worker_runs.discard(row.id)
         self._wake_event().set()
@@ -1236,6 +1281,9 @@ class Engine(SessionControl, SubjectRights):
                         await self._given_back(state, new, e)
                         raise
                     end = SessionEnd(status="cancelled", error=cancelled_record(by))
+                except BaseException as e:  # (as a crash: nothing is written)
+                    self._crashed_out(sid, tenant, e)
+                    raise
                 # Ended: a cancel now (a request honoured at a lease renewal, a local one)
                 # would interrupt the write of how, and reach this run's caller.
                 self._running[sid] = None
