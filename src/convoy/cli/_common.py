@@ -139,9 +139,9 @@ StopGraceOption = Annotated[float, typer.Option(
     "--stop-grace", metavar="SECONDS", envvar="CONVOY_STOP_GRACE",
     callback=seconds_option("CONVOY_STOP_GRACE"),
     help="At Ctrl-C or SIGTERM, how long the steps in flight may take to finish (their "
-         "outcomes journaled, no new step started) before they are cancelled; a second "
-         "signal cancels them at once. A cancelled step that is not idempotent is "
-         "escalated to a person when the session goes on.")]
+         "outcomes journaled, no new step started) before they are cancelled (the command "
+         "then names their sessions); a second signal cancels them at once. A cancelled "
+         "step that is not idempotent is escalated to a person when the session goes on.")]
 TENANT_ENV = "CONVOY_TENANT"
 #: The largest count, offset, index or version an option takes: a 64-bit integer, what
 #: SQLite and PostgreSQL store (a larger one is a usage error, not a failed query).

@@ -17,11 +17,12 @@ from rich.text import Text
 from convoy import TerminalReason
 from convoy._command import command
 from convoy._text import escaped, plural, printable, quoted, short
-from convoy.cli._common import RUN_FAILURE, Scope, fail, sealed_note
+from convoy.cli._common import RUN_FAILURE, Scope, err, fail, sealed_note
 from convoy.cli._inputs import InvalidLine
 from convoy.cli._loading import continuing, from_script, import_option, in_script
 from convoy.cli._redaction import redacted
 from convoy.cli._stats import LEFT_LABELS, RunStats
+from convoy.cli._stop import NOT_RETURNED, Stopped, StopSignals
 from convoy.durability._executor import signals_refused
 from convoy.engine._owners import owner_is_dead
 from convoy.engine._retry import RETRYABLE
@@ -216,20 +217,42 @@ _BUDGET_NOTE = " (not retried: the retry budget was spent)"
 
 def drained_summary(console: Console, stopped: BaseException, title: str, *, db: str,
                     scope: Scope, invalid: Sequence[InvalidLine] | None = None,
-                    identical: Sequence[tuple[int, int]] = ()) -> RunStats | None:
+                    identical: Sequence[tuple[int, int]] = (),
+                    cut: RunStats | None = None) -> RunStats | None:
     """The summary of a command a stop drained (its coroutine returned what it ran:
     :attr:`~convoy.cli._stop.Stopped.result`, a :class:`RunStats` or a tuple that begins
-    with one), printed with its failures; ``None`` (nothing printed) when it was cancelled
-    or interrupted before it returned."""
-    from convoy.cli._stop import Stopped
-
-    ran = stopped.result if isinstance(stopped, Stopped) else None
+    with one), printed with its failures. One the stop cancelled (its grace ran out, a
+    second signal) before it returned: what it had counted as it ran (``cut``:
+    :meth:`RunStats.cut_off`); ``None`` (nothing printed) when it had set out to run no
+    session."""
+    ran = stopped.result if isinstance(stopped, Stopped) else NOT_RETURNED
     stats = ran[0] if isinstance(ran, tuple) and ran else ran
+    if ran is NOT_RETURNED and cut is not None and cut.expected:
+        stats = cut.cut_off()
     if not isinstance(stats, RunStats):
         return None
     console.print(summary_table(title, stats, invalid, identical))
     print_failures(console, stats, db=db, scope=scope)
     return stats
+
+
+def say_abandoned(stop: StopSignals, resume: str) -> None:
+    """One line on stderr, from a command a stop cancelled, naming the sessions whose steps
+    were still in flight then (:attr:`~convoy.cli._stop.StopSignals.abandoned`) and
+    ``resume``, the command that finishes them; nothing when there were none (or they are
+    not known: a second Ctrl-C)."""
+    ids = stop.abandoned
+    if not ids:
+        return
+    named = ", ".join(map(quoted, ids[:MAX_LISTED])) + (
+        f" and {len(ids) - MAX_LISTED} more" if len(ids) > MAX_LISTED else "")
+    when = f"as the stop's grace ({stop.grace:g} s) ran out" if stop.grace > 0 else \
+        "at once (--stop-grace 0)"
+    one = len(ids) == 1
+    err.print(f"left in flight: {plural(len(ids), 'session')} ({named}), "
+              f"{'its step' if one else 'their steps'} cancelled {when}; {resume} finishes "
+              f"{'it' if one else 'them'} (a cancelled step that is not idempotent is "
+              "escalated to a person)", markup=False, soft_wrap=True)
 
 
 def print_failures(console: Console, stats: RunStats, *, db: str, scope: Scope) -> None:

@@ -44,6 +44,7 @@ from convoy.cli._render import (
     drained_summary,
     exit_on_store_errors,
     print_failures,
+    say_abandoned,
     summary_table,
 )
 from convoy.cli._stats import RunStats, withhold_messages
@@ -99,16 +100,18 @@ def resume(
                               busy_timeout=busy_timeout,
                               interceptors=session_interceptors(interceptors, trace,
                                                                 log_format=log_format))
-        stop.drain_on_stop(engine.drain, stop_grace)  # (its steps in flight finish first)
+        stop.drain_on_stop(engine.drain, stop_grace, lambda: engine.in_flight)
+        stats = RunStats()  # (also what a stop that cancels it reports)
         try:
             with convoy_errors():
                 resumed = stop.run(_resume(engine, scope, scope.command(
-                    "resume --import MODULE", db)))
+                    "resume --import MODULE", db), stats))
         except (Stopped, KeyboardInterrupt) as e:
             ran = drained_summary(out, e, f"convoy resume · {label(db)}{scope.of}", db=db,
-                                  scope=scope)
+                                  scope=scope, cut=stats)
             again = " ".join(["resume", *(f"--import {word(m)}" for m in imports or ())])
             opts = session_options(interceptors, trace, model, log_format)
+            say_abandoned(stop, scope.command(again, db, options=opts))
             err.print("interrupted: every session it ran had ended before the stop (the "
                       "summary above)" if ran is not None and not ran.left else
                       f"interrupted: run {scope.command(again, db, options=opts)} again to "
@@ -140,7 +143,7 @@ def resume(
         raise typer.Exit(RUN_FAILURE)
 
 
-async def _resume(engine: Engine, scope: Scope, again: str
+async def _resume(engine: Engine, scope: Scope, again: str, stats: RunStats
                   ) -> tuple[RunStats, dict[str, int], dict[str, tuple[int, str]]] | None:
     """What the resume did; the workflows nothing here defines whose sessions it left
     waiting (name -> sessions); and those it cannot load whose sessions were due, left
@@ -162,9 +165,9 @@ async def _resume(engine: Engine, scope: Scope, again: str
             else:
                 codeless[name] = sum(r.workflow == name for r in rows)
         due = sum(not r.parked_at(now) for r in rows) - sum(n for n, _ in unloaded.values())
-        stats = RunStats()
+        stats.start()
         with session_progress(due, "resuming") as on_done:
-            results = await scope.view(engine).resume(on_done=on_done)
+            results = await scope.view(engine).resume(on_done=stats.tally(due, on_done))
         for res in results:
             stats.add(res)
         await withhold_messages(engine, stats)

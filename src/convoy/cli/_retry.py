@@ -56,6 +56,7 @@ from convoy.cli._render import (
     exit_if_strict,
     exit_on_store_errors,
     print_failures,
+    say_abandoned,
     status_text,
     summary_table,
 )
@@ -174,16 +175,18 @@ def retry(
     with stop_signals(say) as stop:
         engine = build_engine(db, concurrency=concurrency, model=model,
                               busy_timeout=busy_timeout, interceptors=chain)
-        stop.drain_on_stop(engine.drain, stop_grace)
+        stop.drain_on_stop(engine.drain, stop_grace, lambda: engine.in_flight)
+        stats = RunStats()  # (also what a stop that cancels it reports)
         try:
             with convoy_errors():
-                stats = stop.run(_retry(engine, scope, rows, who))
+                stop.run(_retry(engine, scope, rows, who, stats))
         except (Stopped, KeyboardInterrupt) as e:
             ran = drained_summary(out, e, f"convoy retry · {label(db)}{scope.of}", db=db,
-                                  scope=scope)
+                                  scope=scope, cut=stats)
             opts = session_options(interceptors, None, model, log_format)
             _, resume, note = continuing([r.workflow for r in rows],
                                          lambda args: scope.command(args, db, options=opts))
+            say_abandoned(stop, resume)
             err.print("interrupted: every retry had ended before the stop (the summary "
                       "above)" if ran is not None and not ran.left else
                       "interrupted: the retries already created are saved; "
@@ -231,12 +234,12 @@ async def _select(db: str, scope: Scope, ids: list[str], status: list[str] | Non
 
 
 async def _retry(engine: Engine, scope: Scope, rows: list[SessionRow],
-                 by: str | None) -> RunStats:
-    stats = RunStats()
+                 by: str | None, stats: RunStats) -> RunStats:
     async with engine:
+        stats.start()
         with session_progress(len(rows), "retrying") as on_done:
             results = await scope.view(engine).retry_many(
-                [r.id for r in rows], on_done=on_done, by=by,
+                [r.id for r in rows], on_done=stats.tally(len(rows), on_done), by=by,
                 rerun_escalated=any(r.status == "escalated" for r in rows))
         for res in results:
             stats.add(res)

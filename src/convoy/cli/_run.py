@@ -55,6 +55,7 @@ from convoy.cli._render import (
     exit_if_strict,
     exit_on_store_errors,
     print_failures,
+    say_abandoned,
     summary_table,
 )
 from convoy.cli._stats import RunStats, left_reason, withhold_messages
@@ -151,7 +152,7 @@ def run(
                               busy_timeout=busy_timeout,
                               interceptors=session_interceptors(interceptors, trace,
                                                                 log_format=log_format))
-        stop.drain_on_stop(engine.drain, stop_grace)  # (its steps in flight finish first)
+        stop.drain_on_stop(engine.drain, stop_grace, lambda: engine.in_flight)
         try:
             # (a stop while it reads, a pipe whose writer keeps it open, ends it at once)
             with convoy_errors(), stop.interruptible():
@@ -166,19 +167,18 @@ def run(
                       style="yellow", soft_wrap=True)
         if not batch.valid and not batch.invalid and not batch.identical:
             err.print(f"{input}: no inputs (the file has no non-blank lines)", markup=False)
-        started = _Started()
+        stats = RunStats()  # (also what a stop that cancels it reports)
         try:
             with convoy_errors():
-                stats = stop.run(_run(engine, wf, batch, tenant or DEFAULT_TENANT, input,
-                                      subject, content_ids=id_field is None,
-                                      started=started))
+                stop.run(_run(engine, wf, batch, tenant or DEFAULT_TENANT, input, subject,
+                              content_ids=id_field is None, stats=stats))
         except (Stopped, KeyboardInterrupt) as e:
             code = e.exit_code if isinstance(e, Stopped) else INTERRUPTED
-            if not started.sessions:
+            if not stats.expected:
                 _nothing_saved(input, code)
             ran = drained_summary(out, e, f"convoy run {wf.name} · {input} · {label(db)}",
                                   db=db, scope=scope, invalid=batch.invalid,
-                                  identical=batch.identical)
+                                  identical=batch.identical, cut=stats)
             if ran is not None and not ran.left:
                 err.print("interrupted: every session had ended before the stop (the summary "
                           "above)", markup=False, soft_wrap=True)
@@ -186,6 +186,7 @@ def run(
                 opts = session_options(interceptors, trace, model, log_format)
                 _, resume, _ = continuing([wf.name], lambda args: scope.command(
                     args, db, options=opts))
+                say_abandoned(stop, resume)
                 err.print("interrupted: unfinished sessions are saved; run the same command "
                           f"again (or {resume}) to finish them",
                           markup=False, soft_wrap=True)
@@ -201,12 +202,6 @@ def run(
         exit_if_strict(stats, "inputs", skipped_lines=len(batch.invalid))
 
 
-class _Started:
-    """Whether a run started sessions (a stop before then left nothing to resume)."""
-
-    sessions = False
-
-
 def _nothing_saved(path: Path, code: int) -> NoReturn:
     """Exit ``code`` saying that the run was stopped before any session started (what
     was read of standard input is lost: nothing holds it but the process)."""
@@ -217,8 +212,7 @@ def _nothing_saved(path: Path, code: int) -> NoReturn:
 
 async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
                tenant: str, path: Path, subject: str | None, *,
-               content_ids: bool, started: _Started) -> RunStats:
-    stats = RunStats()
+               content_ids: bool, stats: RunStats) -> RunStats:
     async with engine:
         if subject is not None and content_ids and batch.valid:
             key = await engine._subject_key(tenant, subject)  # (made on first use)
@@ -254,10 +248,10 @@ async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
             values.append(item.value)
         stats.start()
         if ids:
-            started.sessions = True
             with session_progress(len(ids), wf.name) as on_done:
                 results = await engine.run_many(wf, values, ids=ids, tenant=tenant,
-                                                on_done=on_done, subject=subject)
+                                                on_done=stats.tally(len(ids), on_done),
+                                                subject=subject)
             for res in results:
                 stats.add(res)
                 stats.outcomes[res.status] += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -73,6 +74,10 @@ class RunStats:
     store_errors: list[SessionResult[Any]] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     wall_s: float = 0.0
+    #: The sessions the command set out to run, and the results of those that ended so
+    #: far (:meth:`tally`): what :meth:`cut_off` counts.
+    expected: int = 0
+    ended: list[SessionResult[Any]] = field(default_factory=list)
 
     def add(self, res: SessionResult[Any]) -> None:
         why = left_reason(res)
@@ -95,6 +100,32 @@ class RunStats:
         if why is None and not res.ok:
             self.failures.append(res)
             self.kinds[error_kind_of(res.error) or res.status] += 1
+
+    def tally(self, expected: int, on_done: Callable[[SessionResult[Any]], None]
+              ) -> Callable[[SessionResult[Any]], None]:
+        """``on_done`` (a progress callback) for ``expected`` sessions, that also keeps each
+        result as it comes (:meth:`cut_off`)."""
+        self.expected = expected
+
+        def done(res: SessionResult[Any]) -> None:
+            self.ended.append(res)
+            on_done(res)
+
+        return done
+
+    def cut_off(self) -> RunStats:
+        """These totals, of a command that a stop cancelled before it could count what it
+        ran: the sessions that ended (:meth:`tally`); the others it set out to run, cut
+        off in flight or never started, are left unfinished (``interrupted``). Their
+        error messages are withheld (the store, closed, cannot say which quote a data
+        subject's data)."""
+        for res in self.ended:
+            self.add(res)
+            self.outcomes[res.status] += 1
+        self.left["interrupted"] += max(0, self.expected - len(self.ended))
+        self.withheld = {res.id for res in self.failures}
+        self.stop()
+        return self
 
     def start(self) -> None:
         self.started = time.perf_counter()

@@ -18,7 +18,8 @@ A command that runs sessions stops them gracefully first (:meth:`StopSignals.dra
 after, and the sessions are left unfinished for the next run. Cancelling a step in flight
 would leave a non-idempotent one (a payment, a ticket) ``started`` with no outcome, which
 only a person can settle. The command is cancelled only if it has not stopped
-:data:`STOP_GRACE_S` seconds later, or at a second signal.
+:data:`STOP_GRACE_S` seconds later, or at a second signal; the sessions whose steps were
+still in flight then are noted (:attr:`StopSignals.abandoned`), for the command to say.
 """
 
 from __future__ import annotations
@@ -70,17 +71,25 @@ class StopSignals:
         self.grace = STOP_GRACE_S
         self._say = say
         self._drains: list[Callable[[], None]] = []
+        self._in_flight: list[Callable[[], list[str]]] = []
+        #: The sessions in flight as the command was cancelled (a grace that ran out,
+        #: ``--stop-grace 0``), by :meth:`drain_on_stop`'s ``in_flight``; ``None`` until then.
+        self.abandoned: list[str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[Any] | None = None
         self._raise = False
 
-    def drain_on_stop(self, drain: Callable[[], None], grace: float = STOP_GRACE_S) -> None:
+    def drain_on_stop(self, drain: Callable[[], None], grace: float = STOP_GRACE_S,
+                      in_flight: Callable[[], list[str]] | None = None) -> None:
         """At the first stop signal, call ``drain`` (an engine's :meth:`~convoy.Engine.drain`)
         instead of cancelling the command, which is cancelled only if it has not returned
-        ``grace`` seconds later (0: at once, without draining)."""
+        ``grace`` seconds later (0: at once, without draining). ``in_flight`` (the engine's
+        :attr:`~convoy.Engine.in_flight`) is read as it is cancelled: :attr:`abandoned`."""
         self.grace = grace
         if grace > 0:
             self._drains.append(drain)
+        if in_flight is not None:
+            self._in_flight.append(in_flight)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Runs in the main thread between two bytecodes of whatever it was doing: it only
@@ -131,6 +140,7 @@ class StopSignals:
     def _cancel(self) -> None:
         task = self._task
         if task is not None and not task.done():
+            self.abandoned = [sid for in_flight in self._in_flight for sid in in_flight()]
             task.cancel()
 
     def check(self) -> None:

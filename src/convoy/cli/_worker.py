@@ -55,7 +55,13 @@ from convoy.cli._interceptors import (
     session_options,
 )
 from convoy.cli._logs import LogFormatOption
-from convoy.cli._render import error_summary, fmt_time, status_text, waited_for
+from convoy.cli._render import (
+    error_summary,
+    fmt_time,
+    say_abandoned,
+    status_text,
+    waited_for,
+)
 from convoy.cli._stop import STOP_GRACE_S, Stopped, stop_signals
 from convoy.stores import SessionRow
 
@@ -301,7 +307,7 @@ def worker(
                           markup=False, style="dim")
             engine = build_engine(db, concurrency=concurrency, model=model,
                                   busy_timeout=busy_timeout, interceptors=chain)
-            stop.drain_on_stop(engine.drain, stop_grace)  # (its steps in flight finish first)
+            stop.drain_on_stop(engine.drain, stop_grace, lambda: engine.in_flight)
             log.on_closed = engine.drain
             log.holds = getattr(engine.store, "holds_personal_data", None)  # (a sealing one)
             for wf in workflows:
@@ -317,6 +323,7 @@ def worker(
             err.print(f"stopped after {plural(log.ends.total(), 'session run')}; any "
                       "session it was running continues from its journal with the next "
                       f"worker or {resume}", markup=False, soft_wrap=True)
+            say_abandoned(stop, resume)
             raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
         finally:
             if server is not None:

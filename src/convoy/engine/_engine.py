@@ -442,6 +442,14 @@ class Engine(SessionControl, SubjectRights):
         """Whether :meth:`drain` was called."""
         return self._draining.on
 
+    @property
+    def in_flight(self) -> list[str]:
+        """The ids of the sessions whose runs are under way on this engine now, in the
+        order they started: those a :meth:`drain` waits for, and whose steps in flight a
+        cancel of the task that awaits the engine cuts off (each is then left unfinished,
+        for a later run)."""
+        return [sid for sid, task in self._running.items() if task is not None]
+
     def _wake_event(self) -> asyncio.Event:
         if self._wake is None:
             self._wake = asyncio.Event()
