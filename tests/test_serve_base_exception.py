@@ -63,8 +63,10 @@ async def created(db: str | Path, clock: FakeClock, *inputs: int) -> None:
         await eng.run_many(halts, list(inputs), ids=[f"s{n}" for n in inputs])
 
 
-async def test_serve_raises_it_then_a_serve_takes_the_session_up_again(
+async def test_serve_raises_it_and_gives_the_session_back_for_the_next_serve(
         db: str | Path) -> None:
+    """The run ``serve`` started raised it: ``serve`` raises it too, and the session,
+    given back, is run by the next ``serve`` (which raises it again if it comes again)."""
     clock = FakeClock()
     steps.clear()
     await created(db, clock, 1)
@@ -83,7 +85,10 @@ async def test_serve_raises_it_then_a_serve_takes_the_session_up_again(
     assert steps == [1]  # its journaled step ran once: the runs after it replayed it
 
 
-async def test_a_session_a_runs_caller_caught_it_from_is_served(db: str | Path) -> None:
+async def test_a_session_whose_run_raised_it_to_its_caller_is_run_by_serve(
+        db: str | Path) -> None:
+    """``engine.run`` raised it: the session is left as a crash leaves it, and
+    ``serve(until_idle=True)`` runs it again rather than waiting for ever."""
     clock = FakeClock()
     steps.clear()
     halting[:] = [2]
