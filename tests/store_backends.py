@@ -222,6 +222,7 @@ DROP TABLE {schema}.alert_outbox{cascade};
 DROP TABLE {schema}.subject_keys{cascade};
 DROP TABLE {schema}.erasures{cascade};
 DROP TABLE {schema}.state_floor{cascade};
+DROP TABLE {schema}.state_orphans{cascade};
 DROP INDEX {schema}.sessions_subject;
 ALTER TABLE {schema}.sessions DROP COLUMN subject;
 ALTER TABLE {schema}.journal DROP COLUMN config;

@@ -108,7 +108,7 @@ def test_read_only_commands_leave_a_store_without_its_addons_as_it_was(
                                        "agent_config, alerts, subjects, step_began, "
                                        "alert_keys, alerts_open_once, alert_outbox_order, "
                                        "private_statistics, audit_cursor_reset, "
-                                       "state_floor"), res.stdout
+                                       "state_floor, state_orphans"), res.stdout
     assert "already" in cli("db", "migrate", "--db", db).stdout
     assert backend.snapshot() != before
 
@@ -126,12 +126,14 @@ def test_a_feature_whose_addon_is_missing_reads_as_nothing_there(backend: Backen
     assert info["addons_missing"] == ["agent_config", "alerts", "subjects", "step_began",
                                       "alert_keys", "alerts_open_once",
                                       "alert_outbox_order", "private_statistics",
-                                      "audit_cursor_reset", "state_floor"]
+                                      "audit_cursor_reset", "state_floor",
+                                      "state_orphans"]
     assert info["sessions"] == {"completed": 3, "waiting": 1}
     text = cli("db", "info", "--db", db).stdout
     # (the command to run names the store, as --db did)
     assert "missing agent_config, alerts, subjects, step_began, alert_keys, alerts_open_once, " \
-        "alert_outbox_order, private_statistics, audit_cursor_reset, state_floor ('convoy " \
+        "alert_outbox_order, private_statistics, audit_cursor_reset, state_floor, " \
+        "state_orphans ('convoy " \
         "db migrate " \
         "--db " in text
     assert "' adds them" in text

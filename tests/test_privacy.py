@@ -626,6 +626,56 @@ async def test_a_key_the_subject_created_past_the_floor_is_exported_and_erased_w
         assert await eng.store.state_history("default", "crm", "c-9") == []
 
 
+@convoy.workflow(name="privacy.answer")
+async def answer_note(ctx: convoy.Context, answer: dict[str, Any]) -> str:
+    crm = ctx.state("crm")  # (the value is not read: nobody's data flows into it)
+    await crm.set("c-9", answer["value"], expected_version=answer["version"])
+    return "answered"
+
+
+async def test_a_key_whose_creation_retention_purged_is_nobodys_to_export_or_erase(
+        tmp_path: Path) -> None:
+    """A retention purge deletes the session that created a shared key; the versions
+    others wrote stay. The subject who wrote the oldest version left did not create it:
+    its export holds its own version, not the one another session wrote after (another
+    person's data), and its erasure deletes its version, not the key."""
+    clock = FakeClock()
+    async with convoy.Engine(store_from_url(tmp_path / "convoy.db", clock=clock),
+                             master_key=MasterKey.from_text(KEY)) as eng:
+        assert (await eng.run(note_subject, "someone else", subject="first")).ok  # v1
+        clock.advance(31 * 86400)
+        mine = {"value": {"name": SHARED_NAME}, "version": 1}
+        assert (await eng.run(answer_note, mine, subject="zed")).ok  # v2
+        theirs = {"value": {"name": OTHER[0]}, "version": 2}
+        assert (await eng.run(answer_note, theirs)).ok  # v3: no subject's session
+        [event] = await eng.purge(30 * 86400)  # "first"'s session: its v1 goes
+        assert (event.sessions, event.state_versions) == (1, 1)
+        doc = await eng.export("zed")
+        assert [(s["version"], s["value"]) for s in doc["state"]] == [
+            (2, {"name": SHARED_NAME})]
+        assert OTHER[0] not in json.dumps(doc)
+        erased = await eng.erase("zed")
+        assert erased.state_versions == 1
+        got = await eng.state("crm").get("c-9")
+        assert (got.version, got.value) == (3, {"name": OTHER[0]})
+
+
+async def test_the_export_holds_a_persons_write_sealed_under_the_subjects_key(
+        tmp_path: Path) -> None:
+    """A write from outside any session (a person's, in the inbox) to a key whose current
+    version is the subject's is sealed under the subject's key: the subject's export holds
+    it, on a key the subject did not create too."""
+    async with engine(tmp_path / "convoy.db") as eng:
+        assert (await eng.run(note_subject, "nobody's")).ok  # v1: no subject's session
+        mine = {"value": {"name": SHARED_NAME}, "version": 1}
+        assert (await eng.run(answer_note, mine, subject="zed")).ok  # v2
+        await eng.state("crm").set("c-9", {"answer": "to Zed"}, expected_version=2)  # v3
+        doc = await eng.export("zed")
+        assert [(s["version"], s["value"]) for s in doc["state"]] == [
+            (2, {"name": SHARED_NAME}), (3, {"answer": "to Zed"})]
+        assert "nobody's" not in json.dumps(doc)
+
+
 @convoy.workflow(name="privacy.mix")
 async def mix_notes(ctx: convoy.Context, own: str) -> str:
     got = await ctx.state("crm").get("c-9")  # another subject's data

@@ -232,6 +232,37 @@ async def test_a_key_created_past_the_floor_is_still_the_creators(
     assert event.state_versions == 2
 
 
+async def test_a_key_whose_creation_a_retention_purge_deleted_has_no_creator(
+        store: Store) -> None:
+    """A retention purge deletes the version that created a shared key (the versions
+    others wrote stay): the writer of the oldest version left did not create it, and its
+    erasure deletes its own versions only, not the key with what others wrote since. A
+    key deleted whole is created again by its next writer."""
+    for session in ("maker", "second", "third", "again", "later"):
+        await owned(store, session)
+        await store.release(session, "A")
+    for w in (write("shared", "a", 0, "maker"), write("shared", "b", 1, "second"),
+              write("shared", "c", 2, "third")):
+        assert (await store.state_put(w)).written
+    await store.purge("t1", ["maker"], reason="retention")
+    assert await store.state_created("t1", ["second", "third"]) == []
+    event = await store.purge("t1", ["second"], reason="erasure")
+    assert event.state_versions == 1
+    assert [(e.version, e.session_id) for e in await store.state_history("t1", "ns", "shared")] \
+        == [(3, "third")]
+    cur = await store.state_get("t1", "ns", "shared")
+    assert cur is not None and (cur.version, cur.value) == (3, json.dumps("c"))
+    # Its last version goes: the key goes whole, and its next writer creates it.
+    await store.purge("t1", ["third"], reason="retention")
+    assert await store.state_get("t1", "ns", "shared") is None
+    made = await store.state_put(write("shared", "d", 0, "again"))
+    assert made.entry is not None and made.entry.version == 4
+    assert (await store.state_put(write("shared", "e", 4, "later"))).written
+    assert await store.state_created("t1", ["again", "later"]) == [("ns", "shared")]
+    event = await store.purge("t1", ["again"], reason="erasure")
+    assert event.state_versions == 2 and await store.state_history("t1", "ns", "shared") == []
+
+
 async def test_finished_before_lists_old_finished_sessions_only(
         store: Store, clock: FakeClock) -> None:
     await owned(store, "old")

@@ -217,23 +217,25 @@ async def _spans(raw: Store, opener: _Opener, sid: str, *, always: bool) -> list
 
 async def _state(raw: Store, opener: _Opener, session_ids: list[str], *,
                  always: bool) -> list[dict[str, Any]]:
-    """The shared-state versions these sessions wrote, and (``always``: the subject's
-    own sessions) every version of the keys they created, whoever wrote it (a person's
-    answer to the subject's question; erasure deletes them too); else only those that
+    """The shared-state versions these sessions wrote; with ``always`` (the subject's own
+    sessions) also every version of the keys they created (:meth:`~convoy.stores.Store.
+    state_created`), whoever wrote it (a person's answer to the subject's question;
+    erasure deletes them whole), and of the other keys they wrote, the versions written
+    outside any session that hold the subject's data (a person's, in the inbox, to a key
+    whose current version was the subject's: sealed under its key); else only those that
     hold the subject's data."""
     out = []
-    entries = await raw.state_written_by(opener.tenant, session_ids)
+    entries = [(e, always) for e in await raw.state_written_by(opener.tenant, session_ids)]
     if always:
-        # (a key they created: they wrote its oldest version, 1 or, a key created past
-        # its tenant's floor, the first past it; erasure deletes it whole)
         ids = set(session_ids)
-        for ns, key in sorted({(e.namespace, e.key) for e in entries}):
-            history = await raw.state_history(opener.tenant, ns, key)
-            if history and history[0].session_id in ids:
-                entries += [e for e in history if e.session_id not in ids]
-    for e in entries:
+        created = set(await raw.state_created(opener.tenant, session_ids))
+        for ns, key in sorted({(e.namespace, e.key) for e, _ in entries}):
+            whole = (ns, key) in created
+            entries += [(e, whole) for e in await raw.state_history(opener.tenant, ns, key)
+                        if e.session_id not in ids and (whole or e.session_id is None)]
+    for e, own in entries:
         value = await opener.open(state_aad(e.tenant, e.namespace, e.key, e.session_id,
-                                            e.step_key), e.value, always=always)
+                                            e.step_key), e.value, always=own)
         if value is not _NOT_HELD:
             out.append(_version(e.namespace, e.key, e.version, value, e.session_id,
                                 e.agent, e.step_key, e.at))

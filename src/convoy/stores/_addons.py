@@ -239,6 +239,14 @@ ADDONS: tuple[Addon, ...] = (
           "version INTEGER NOT NULL)",
           "CREATE TABLE IF NOT EXISTS state_floor(tenant TEXT PRIMARY KEY, "
           "version BIGINT NOT NULL)"),
+    # The shared-state keys whose creating version a retention purge deleted, others'
+    # versions left: no session created them (an erasure of the writer of the oldest
+    # version left deletes its own versions, not the key), until they are deleted whole.
+    Addon("state_orphans", 1,
+          "CREATE TABLE IF NOT EXISTS state_orphans(tenant TEXT NOT NULL, namespace TEXT NOT "
+          "NULL, key TEXT NOT NULL, PRIMARY KEY(tenant, namespace, key)) WITHOUT ROWID",
+          "CREATE TABLE IF NOT EXISTS state_orphans(tenant TEXT NOT NULL, namespace TEXT NOT "
+          "NULL, key TEXT NOT NULL, PRIMARY KEY(tenant, namespace, key))"),
 )
 
 

@@ -123,6 +123,12 @@ class PostgresSubjects:
                 (tenant, *chunk))]
         return out
 
+    async def state_created(self, tenant: str,
+                            session_ids: Sequence[str]) -> list[tuple[str, str]]:
+        return sorted({(str(ns), str(key)) for chunk in chunks(session_ids)
+                       for ns, key in await self._read(_SQL.created(len(chunk)),
+                                                       (tenant, *chunk))})
+
     async def finished_before(self, cutoff: float, *, tenant: str | None = None,
                               limit: int = 1000) -> list[str]:
         cond, params = ("", ()) if tenant is None else (" AND tenant=%s", (tenant,))
@@ -176,9 +182,14 @@ class PostgresSubjects:
                                        (self._key_lock(tenant, ns, key),))
                 for text, params in plain:
                     await conn.execute(text, params)
-                cur = await conn.execute(_SQL.created(len(chunk), own=reason == "retention"),
-                                         (tenant, *chunk))
-                for ns, key in await cur.fetchall():
+                whole = created = await (await conn.execute(_SQL.created(len(chunk)),
+                                                            (tenant, *chunk))).fetchall()
+                orphans: list[Any] = []
+                if reason == "retention":  # (its own keys go whole; a shared key it created
+                    orphans = created  # keeps the others' versions, and has no creator)
+                    whole = await (await conn.execute(_SQL.created(len(chunk), own=True),
+                                                      (tenant, *chunk))).fetchall()
+                for ns, key in whole:
                     versions += (await conn.execute(_SQL.key_versions,
                                                     (tenant, ns, key))).rowcount
                     gone = await (await conn.execute(_SQL.key_current,
@@ -190,7 +201,10 @@ class PostgresSubjects:
                 for row in await cur.fetchall():
                     if not (await conn.execute(*_SQL.fall_back_to(row))).rowcount:
                         floor = max(floor, int(row[3]))  # (none remains: it went whole)
+                        await conn.execute(*_SQL.unorphaned(*row[:3]))
                     await conn.execute(*_SQL.rewatch(*row[:3]))
+                for ns, key in orphans:  # (any version left)
+                    await conn.execute(*_SQL.orphaned(tenant, ns, key))
                 sessions += (await conn.execute(drop, (tenant, *chunk))).rowcount
             if floor:
                 await conn.execute(*_SQL.floor(tenant, floor))

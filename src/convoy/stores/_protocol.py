@@ -957,6 +957,16 @@ class Store(Protocol):
         """Every version of shared state that the given sessions (of ``tenant``) wrote."""
         ...
 
+    async def state_created(self, tenant: str,
+                            session_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """The shared-state keys (of ``tenant``) that one of the given sessions created,
+        as ``(namespace, key)`` in order: those whose oldest version one of them wrote (1,
+        or past the tenant's floor), but for a key whose creating version a retention purge
+        deleted (the versions others wrote stayed): no session created it, until it is
+        deleted whole and written again. An erasure deletes these keys whole
+        (:meth:`purge`); a subject's export holds every version of them."""
+        ...
+
     async def finished_before(self, cutoff: float, *, tenant: str | None = None,
                               limit: int = 1000) -> list[str]:
         """Ids of finished sessions (of ``tenant``) that finished before ``cutoff``."""
@@ -969,8 +979,8 @@ class Store(Protocol):
                     audit: Callable[[Erasure], bytes] | None = None) -> Erasure:
         """In one transaction: delete the sessions (of ``tenant``) with their journal,
         signals, watches and spans (:data:`SPANS_NAMESPACE`), every state key one of them
-        created (wrote its oldest version: 1, or past the tenant's floor; all its
-        versions, whoever wrote them: an erasure only) and every other
+        created (:meth:`state_created`; all its versions, whoever wrote them: an erasure
+        only) and every other
         state version they wrote (a key whose current version goes falls back to its
         newest remaining one; a key none of whose versions remains goes), destroy
         ``subject``'s key when given (with the values in :data:`SUBJECT_REFS` that name
@@ -989,9 +999,11 @@ class Store(Protocol):
         A ``retention`` purge deletes the state versions the sessions wrote and no other,
         but for the keys they created that are their own (their human tasks, the keys of
         their private namespace ``session:<id>``), which go whole: the keys of shared
-        namespaces they created keep the versions other writers made. A key whose current
-        version it deletes falls back to its newest remaining version's value and writer
-        under the deleted version's number (an erasure's too), so that a key's version
+        namespaces they created keep the versions other writers made, and have no creator
+        from then on (the ``state_orphans`` add-on's table) until they are deleted whole.
+        A key whose current version it deletes falls back to its newest remaining
+        version's value and writer under the deleted version's number (an erasure's too),
+        so that a key's version
         never goes back; a key it deletes whole raises its tenant's floor (the
         ``state_floor`` add-on's table) to the key's version, and a key created later
         starts past it (:meth:`state_put`): a writer that read the deleted key's version

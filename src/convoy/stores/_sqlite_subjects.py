@@ -106,6 +106,11 @@ class SQLiteSubjects:
                 (tenant, *chunk))]
         return out
 
+    async def state_created(self, tenant: str,
+                            session_ids: Sequence[str]) -> list[tuple[str, str]]:
+        return sorted({(str(ns), str(key)) for chunk in chunks(session_ids)
+                       for ns, key in self._read(_SQL.created(len(chunk)), (tenant, *chunk))})
+
     async def finished_before(self, cutoff: float, *, tenant: str | None = None,
                               limit: int = 1000) -> list[str]:
         cond, params = ("", ()) if tenant is None else (" AND tenant=?", (tenant,))
@@ -142,8 +147,14 @@ class SQLiteSubjects:
                 conn.execute(SQLITE_TOMBSTONES.format(_SQL.ids(len(chunk))), (tenant, *chunk))
                 for text, params in plain:
                     conn.execute(text, params)
-                created = _SQL.created(len(chunk), own=reason == "retention")
-                for ns, key in conn.execute(created, (tenant, *chunk)).fetchall():
+                whole = created = conn.execute(_SQL.created(len(chunk)),
+                                               (tenant, *chunk)).fetchall()
+                orphans: list[Any] = []
+                if reason == "retention":  # (its own keys go whole; a shared key it created
+                    orphans = created  # keeps the others' versions, and has no creator)
+                    whole = conn.execute(_SQL.created(len(chunk), own=True),
+                                         (tenant, *chunk)).fetchall()
+                for ns, key in whole:
                     versions += conn.execute(_SQL.key_versions, (tenant, ns, key)).rowcount
                     gone = conn.execute(_SQL.key_current, (tenant, ns, key)).fetchone()
                     floor = max(floor, int(gone[0]) if gone else 0)
@@ -152,7 +163,10 @@ class SQLiteSubjects:
                 for row in conn.execute(current, (tenant, *chunk)).fetchall():
                     if not conn.execute(*_SQL.fall_back_to(row)).rowcount:
                         floor = max(floor, int(row[3]))  # (none remains: it went whole)
+                        conn.execute(*_SQL.unorphaned(*row[:3]))
                     conn.execute(*_SQL.rewatch(*row[:3]))
+                for ns, key in orphans:  # (any version left)
+                    conn.execute(*_SQL.orphaned(tenant, ns, key))
                 sessions += conn.execute(drop, (tenant, *chunk)).rowcount
             if floor:
                 conn.execute(*_SQL.floor(tenant, floor))

@@ -13,9 +13,10 @@ from convoy.stores._protocol import AUDIT_CURSORS, SPANS_NAMESPACE, TOMBSTONE_SW
 
 #: Tables (besides ``meta``) that a purge deletes from: what ``compact`` must clean (``kv``:
 #: the map of a subject key's label to the subject's id, the spans kept for a session,
-#: the audit cursors of purged sessions once a week old).
+#: the audit cursors of purged sessions once a week old; ``state_orphans``: the names of
+#: keys, which may hold personal data, of keys deleted whole).
 PURGED_TABLES = ("sessions", "journal", "signals", "state", "state_history", "state_watch",
-                 "subject_keys", "kv")
+                 "subject_keys", "kv", "state_orphans")
 
 #: How many session ids one statement names.
 CHUNK = 500
@@ -148,7 +149,8 @@ class SubjectSQL:
     def created(self, n: int, *, own: bool = False) -> str:
         """The state keys (of a tenant) that one of ``n`` sessions created (wrote the
         oldest version of: version 1, or, a key created past its tenant's floor, the
-        first past it); ``own``: only those that are the session's own, whoever wrote
+        first past it; not a key whose creating version a retention purge deleted:
+        :meth:`orphaned`); ``own``: only those that are the session's own, whoever wrote
         them since (a retention purge deletes those whole): its human tasks (a person's
         decision is a version of the task) and the keys of its private namespace
         (``ctx.state()``)."""
@@ -157,8 +159,28 @@ class SubjectSQL:
         return ("SELECT DISTINCT h.namespace, h.key FROM state_history h WHERE "
                 f"h.tenant={self.mark} AND h.session_id IN ({self.ids(n)}){mine} AND NOT "
                 "EXISTS (SELECT 1 FROM state_history o WHERE o.tenant=h.tenant AND "
-                "o.namespace=h.namespace AND o.key=h.key AND o.version<h.version) "
-                "ORDER BY 1, 2")
+                "o.namespace=h.namespace AND o.key=h.key AND o.version<h.version) AND NOT "
+                "EXISTS (SELECT 1 FROM state_orphans x WHERE x.tenant=h.tenant AND "
+                "x.namespace=h.namespace AND x.key=h.key) ORDER BY 1, 2")
+
+    def orphaned(self, tenant: str, namespace: str, key: str
+                 ) -> tuple[str, tuple[Any, ...]]:
+        """What records that a retention purge deleted the version that created a key
+        whose other versions stay (``state_orphans``, an add-on's table): the writer of
+        the oldest version left did not create it (:meth:`created`)."""
+        m = self.mark
+        return (f"INSERT INTO state_orphans(tenant,namespace,key) SELECT {m},{m},{m} WHERE "
+                f"EXISTS (SELECT 1 FROM state_history WHERE tenant={m} AND namespace={m} AND "
+                f"key={m}) ON CONFLICT(tenant,namespace,key) DO NOTHING",
+                (tenant, namespace, key) * 2)
+
+    def unorphaned(self, tenant: str, namespace: str, key: str
+                   ) -> tuple[str, tuple[Any, ...]]:
+        """What forgets that a key was orphaned (:meth:`orphaned`) once it is deleted
+        whole: its next writer creates it."""
+        m = self.mark
+        return (f"DELETE FROM state_orphans WHERE tenant={m} AND namespace={m} AND key={m}",
+                (tenant, namespace, key))
 
     def fall_back_to(self, row: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
         """What makes a key whose current version a purge deleted (``row``: ``(tenant,
