@@ -75,3 +75,20 @@ def test_a_run_summary_times_only_the_session_runs_that_ended() -> None:
     assert stats.ran == 3 and stats.left["interrupted"] == 1
     assert stats.latency(100) == 0.5 and stats.latency(0) == 0.25
     assert stats.throughput == 1.0  # (the two runs that ended, in 2 s)
+
+
+def test_a_run_summary_counts_a_session_another_engine_finished_as_already_finished() -> None:
+    """Two ``convoy run``s on one store: a session the other engine finished after this
+    command read it unfinished comes back as its stored result (``already_finished``):
+    reported as already finished, not as run here with the other run's usage and time."""
+    from convoy.cli._stats import RunStats
+    from convoy.engine._results import SessionResult
+    from convoy.models._messages import Usage
+
+    stats = RunStats()
+    stats.add(SessionResult(id="a", status="completed", duration_s=0.5))
+    stats.add(SessionResult(id="b", status="failed", duration_s=2.0, cost=1.0,
+                            usage=Usage(10, 20), already_finished=True))
+    assert stats.ran == 1 and stats.completed == 1 and stats.skipped == {"failed": 1}
+    assert stats.latencies == [0.5] and not stats.failures
+    assert (stats.input_tokens, stats.output_tokens, stats.cost) == (0, 0, 0.0)

@@ -51,8 +51,10 @@ class RunStats:
     (latency: of the runs that ended; one a stop or a store error interrupted is counted,
     not timed).
 
-    ``skipped`` counts sessions that were already finished before this invocation (by
-    status); they are reported, not re-run, and their tokens are not counted again.
+    ``skipped`` counts sessions that were already finished before this invocation ran
+    them (by status; also one another engine on the store finished after the command
+    read it unfinished); they are reported, not re-run, and their tokens are not counted
+    again.
     ``left`` counts the sessions still unfinished afterwards, by why. ``outcomes`` counts
     the status every input of the command ended in, run now or before (``run --strict``).
     ``kinds`` counts the sessions that ran and did not complete by the kind of their error
@@ -80,6 +82,9 @@ class RunStats:
     ended: list[SessionResult[Any]] = field(default_factory=list)
 
     def add(self, res: SessionResult[Any]) -> None:
+        if res.already_finished:  # (another engine on the store finished it meanwhile:
+            self.skipped[res.status] += 1  # its run, not this command's)
+            return
         why = left_reason(res)
         if why is not None:
             self.left[why] += 1

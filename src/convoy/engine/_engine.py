@@ -786,11 +786,13 @@ class Engine(SessionControl, SubjectRights):
         (:func:`~convoy.engine._cancel.ended_by_request`): as stored, or, if its row does
         not open (a damaged sealed value), as the request ended it."""
         try:
-            return await self._stored(wf, row.id)
+            res = await self._stored(wf, row.id)
         except DamagedRow:
             res = _unfinished_result(row)
             res.status, res.error = "cancelled", dict(CANCELLED)
             return res
+        res.already_finished = False  # (ended here, by this call)
+        return res
 
     async def _stored(self, wf: Workflow[Any, OutT], sid: str) -> SessionResult[OutT]:
         """The result of a session as the store holds it now."""

@@ -41,6 +41,11 @@ class SessionResult(Generic[OutT]):
     session that is not finished, ``waiting`` (parked on a timer or a signal), ``pending``
     (interrupted: a store error or a lost lease; another run continues it) or ``running``
     (another engine owns it). ``output`` is set when ``status == "completed"``.
+
+    ``already_finished`` is true when the session had finished before the call that
+    returned this result (on this engine or another, which may have finished it while
+    the call began): the result is the stored one, and the call ran nothing of it (its
+    ``usage``, ``cost`` and ``duration_s`` are of the run that finished it).
     """
 
     id: str
@@ -51,6 +56,7 @@ class SessionResult(Generic[OutT]):
     usage: Usage = field(default_factory=Usage)
     cost: float = 0.0
     duration_s: float = 0.0
+    already_finished: bool = False
 
     @property
     def ok(self) -> bool:
@@ -123,7 +129,8 @@ def _stored_result(row: SessionRow, output: OutT | None) -> SessionResult[OutT]:
     return SessionResult(
         id=row.id, status=row.status, output=output, error=row.error_record, steps=row.steps,
         usage=Usage(row.input_tokens, row.output_tokens), cost=row.cost,
-        duration_s=(row.finished or 0) - (row.started or row.created))
+        duration_s=(row.finished or 0) - (row.started or row.created),
+        already_finished=True)
 
 
 def _unfinished_result(row: SessionRow) -> SessionResult[Any]:
