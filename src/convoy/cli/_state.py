@@ -157,7 +157,9 @@ def set_(namespace: NamespaceArg, key: KeyArg,
          busy_timeout: WriteBusyTimeoutOption = 10.0) -> None:
     """Write a key, compare-and-set: against --expected-version, or the version the command
     reads just before. A write that finds another version fails and writes nothing.
-    Sessions waiting for the key to change wake ('convoy worker' runs them).
+    Sessions waiting for the key to change wake ('convoy worker' runs them); one whose
+    type the value does not fit goes on waiting (its workflow's code has the type: the
+    command cannot check it) and warns, naming the version.
 
     Example: `convoy state set customer:42 account '{"credit": 10}' --expected-version 3`
     """

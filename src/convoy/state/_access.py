@@ -16,16 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import re
+import shlex
 import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from convoy._errors import JournalError, StateConflict, UserError, WaitTimeout
-from convoy._text import quoted, short
+from convoy._text import (
+    quoted,
+    readable_validation_error,
+    short,
+    validation_error_kinds,
+)
 from convoy.durability._executor import Formerly, JournaledExecutor, fingerprint
 from convoy.interceptors._base import StateInput, StateOp, state_target
 from convoy.privacy._seal import is_sealed
@@ -38,7 +45,24 @@ if TYPE_CHECKING:
     from convoy.stores._protocol import Store
 
 T = TypeVar("T")
+#: Whether a wait is over with this version of the key (``None``: no key); it raises
+#: :class:`UnusableVersion` for a version it cannot use.
 Satisfied = Callable[[StateEntry | None], bool]
+
+log = logging.getLogger("convoy")
+
+
+class UnusableVersion(Exception):
+    """A version of a key that a wait cannot use: its value is not a valid value of the
+    waiting handle's type (a ``convoy state set``, an untyped handle or a session that
+    reads the key with another type wrote it). Raised by a wait's ``satisfied``; the wait
+    goes past it (see :meth:`JournaledAccess.wait`), it never reaches workflow code."""
+
+    def __init__(self, version: int, type_name: str, error: ValidationError) -> None:
+        super().__init__(f"version {version} is not a valid {type_name}")
+        self.version = version
+        self.type_name = type_name
+        self.error = error
 
 _ENTRY: TypeAdapter[StateEntry | None] = TypeAdapter(StateEntry | None)
 _ENTRIES: TypeAdapter[list[StateEntry]] = TypeAdapter(list[StateEntry])
@@ -248,16 +272,27 @@ class JournaledAccess(_SessionAccess):
 
     async def wait(self, namespace: str, key: str, satisfied: Satisfied,
                    timeout: float | None) -> StateEntry | None:  # noqa: ASYNC109
+        """Read the key until ``satisfied``, parking between changes. A version it cannot
+        use (:class:`UnusableVersion`) does not end the wait: the session goes on waiting
+        for the next version, and says so in one warning (when it reads it, not as it
+        replays the read), and a timeout names it."""
         ctx = self.ctx
         s = ctx.session
         deadline = None if timeout is None else await ctx.now() + timeout
         name = watch_signal(namespace, key)
         former = former_watch_signal(namespace, key)
         formerly = None if former == name else former
+        unusable: UnusableVersion | None = None
         while True:
+            replayed = _replays(s.executor, ctx.peek_key())
             entry = await self.get(namespace, key)
-            if satisfied(entry):
-                return entry
+            try:
+                if satisfied(entry):
+                    return entry
+            except UnusableVersion as e:
+                unusable = e
+                if not replayed:
+                    self._warn_unusable(namespace, key, e)
             seen = entry.version if entry is not None else 0
             watch = ctx.peek_key()
             if await self._op("watch", namespace, key, after=seen):
@@ -272,8 +307,28 @@ class JournaledAccess(_SessionAccess):
                 # on under the name it was journaled with, which its watch sends)
                 await s.executor.wait_for(step, name, left, formerly=formerly)
             except WaitTimeout:
+                wrong = "" if unusable is None else (
+                    f"; version {unusable.version} of it was written meanwhile, not a "
+                    f"valid {unusable.type_name}")
                 raise WaitTimeout(f"session {s.id!r} waited for state {namespace}/{key} "
-                                  f"past its timeout of {timeout}s (step {step})") from None
+                                  f"past its timeout of {timeout}s (step {step}){wrong}"
+                                  ) from None
+
+    def _warn_unusable(self, namespace: str, key: str, e: UnusableVersion) -> None:
+        """The one line that says a wait went past version ``e.version`` and how to write
+        a valid one. What was wrong in it is said by field and message, or, in a data
+        subject's session (or one that read a subject's data), by the kinds of errors
+        alone: a log line is kept beyond ``convoy erase``'s reach."""
+        s = self.ctx.session
+        read = getattr(s.runtime.store, "read_personal_data", None)
+        personal = s.subject is not None or (read is not None and read(s.id))
+        why = validation_error_kinds(e.error) if personal else \
+            short(readable_validation_error(e.error), 300)
+        cmd = shlex.join(["convoy", "state", "set", namespace, key, "JSON",
+                          "--expected-version", str(e.version), "--tenant", s.tenant])
+        log.warning("session %s waits for state %s: %s (%s); it goes on waiting; write a "
+                    "valid one: %s", quoted(s.id), short(f"{namespace}/{key}", 120),
+                    e.args[0], why, cmd)
 
     async def _watch_again(self, watch: str, step: str, namespace: str, key: str,
                            name: str, seen: int) -> None:
@@ -294,6 +349,14 @@ class JournaledAccess(_SessionAccess):
             await store.send_signal(s.id, name, json.dumps(
                 {"namespace": namespace, "key": key,
                  "version": now.version if now is not None else 0}), tenant=s.tenant)
+
+
+def _replays(executor: object, key: str) -> bool:
+    """Whether step ``key`` comes from the journal (a resumed session replaying what an
+    earlier run did, or ``convoy replay``): what it read was said when it was read."""
+    if isinstance(executor, JournaledExecutor):
+        return executor.replay_only or executor.holds(key)
+    return bool(getattr(executor, "replaying", False))
 
 
 class ToolAccess(_SessionAccess):

@@ -14,7 +14,7 @@ from convoy._adapters import adapter_for
 from convoy._errors import StateConflict, UserError
 from convoy._seconds import timeout_seconds
 from convoy._text import check_name, readable_validation_error, storable_json
-from convoy.state._access import StateAccess
+from convoy.state._access import StateAccess, UnusableVersion
 from convoy.state._values import StateVersion, Versioned
 from convoy.stores._protocol import StateEntry
 
@@ -119,6 +119,18 @@ class State(Generic[T]):
                             f"does not hold a valid {self._type_name}: "
                             f"{readable_validation_error(e)}; write a valid one (convoy "
                             "state set)") from None
+
+    def _usable(self, entry: StateEntry | None, default: Any) -> Versioned[Any]:
+        """:meth:`_versioned` for a wait: a value that is not a valid one of the handle's
+        type raises :class:`UnusableVersion` (the wait goes past it) rather than
+        :class:`UserError`."""
+        adapter = self._adapter
+        if entry is None or adapter is None:
+            return self._versioned(entry, default)
+        try:
+            return Versioned(value=adapter.validate_json(entry.value), version=entry.version)
+        except ValidationError as e:
+            raise UnusableVersion(entry.version, self._type_name, e) from None
 
     def _versioned(self, entry: StateEntry | None, default: Any) -> Versioned[Any]:
         if entry is None:
@@ -243,25 +255,36 @@ class State(Generic[T]):
         no CPU) and survives restarts; a write of the key wakes it (a running
         ``engine.serve`` / ``convoy worker`` runs it, or ``engine.resume``).
 
+        A version whose value is not a valid ``type`` (written by ``convoy state set``, an
+        untyped handle, or a session that reads the key with another type) neither ends
+        the wait nor fails the session: it goes on waiting for the next version, with one
+        warning on the ``convoy`` logger naming the version and how to write a valid
+        one, and a ``WaitTimeout`` names it. Why: nothing that writes can know the type
+        (it lives in this code; the store records none), and a session that has waited
+        for days must not be lost to one mistaken write, which the next write corrects.
+
         Raises:
             WaitTimeout: ``timeout`` seconds passed first.
         """
         name = self._name(key)
         timeout = timeout_seconds(timeout, "the state wait's timeout")
         floor = after_version
+        found: Versioned[Any] | None = None
 
         def satisfied(entry: StateEntry | None) -> bool:
-            nonlocal floor
+            nonlocal floor, found
             version = entry.version if entry is not None else 0
             if floor is None and until is None:
                 floor = version  # a change from what the wait found first
                 return False
             if floor is not None and version <= floor:
                 return False
-            return until is None or until(self._versioned(entry, default))
+            found = self._usable(entry, default)
+            return until is None or until(found)
 
-        entry = await self._access.scoped().wait(self.namespace, name, satisfied, timeout)
-        return self._versioned(entry, default)
+        await self._access.scoped().wait(self.namespace, name, satisfied, timeout)
+        assert found is not None  # (the version that satisfied the wait)
+        return found
 
 
 __all__ = ["State"]
