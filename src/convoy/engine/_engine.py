@@ -696,7 +696,8 @@ class Engine(SessionControl, SubjectRights):
             return early
         claimed = await self._claim(row)
         if claimed is None:
-            return _unfinished_result(row)
+            now = await self._unclaimed(row)
+            return _unfinished_result(now) if now.unfinished else _result_of(wf, now)
         if await ended_by_request(self, wf, claimed):
             return await self._ended_here(wf, claimed)
         read = await self._read_claimed(wf, claimed)
@@ -727,6 +728,19 @@ class Engine(SessionControl, SubjectRights):
             return await self.store.claim(row.id, self.owner, self.lease_seconds,
                                           tenant=row.tenant, waiting=True)
         return await self.store.claim(row.id, self.owner, self.lease_seconds, tenant=row.tenant)
+
+    async def _unclaimed(self, row: SessionRow) -> SessionRow:
+        """The row of a session read as runnable that this engine could not claim, read
+        again: another engine runs it, or has finished (or parked) it since it was read,
+        which the caller reports as it is now, not as running elsewhere. The row as read
+        if it cannot be read again (a store error, a damaged row, purged)."""
+        if row.id in self._running or row.id in self._starting:  # (this engine runs it)
+            return row
+        try:
+            now = await self.store.get_session(row.id)
+        except (StoreError, DamagedRow):
+            return row
+        return row if now is None else now
 
     async def _claimed_journal(self, sid: str) -> dict[str, StepRecord]:
         """The journal of a session this engine just claimed. If it cannot be read (a
@@ -836,7 +850,9 @@ class Engine(SessionControl, SubjectRights):
         results of sessions that did not run say why: ``waiting`` (a timer not yet due or
         no signal yet), ``running`` (another live engine owns it), or their status with an
         error: ``VersionMismatch`` for a workflow version this code does not have,
-        ``WorkflowNotFound`` for a workflow it cannot load (the message says how to).
+        ``WorkflowNotFound`` for a workflow it cannot load (the message says how to). A
+        session another engine finished after this one read it is its stored result
+        (``already_finished``).
         """
         return await self._resume(None, on_done)
 
@@ -1211,7 +1227,9 @@ class Engine(SessionControl, SubjectRights):
                     assert row is not None
                     claimed = await self._claim(row)
                     if claimed is None:
-                        results[i] = _unfinished_result(row)
+                        now = await self._unclaimed(row)
+                        results[i] = _unfinished_result(now) if now.unfinished else \
+                            await self._known_in_batch(wf, now)
                         continue
                     read = await self._ended_here(wf, claimed) \
                         if await ended_by_request(self, wf, claimed) else \

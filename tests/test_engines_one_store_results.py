@@ -1,0 +1,75 @@
+"""Two engines on one store: a session one of them finishes after the other read it
+unfinished, and before that one's claim of it, is reported by the other as what it is
+(its stored result, ``already_finished``), not as ``running`` on another engine: a
+``convoy run --strict`` of the same inputs failed on a session that had completed, and
+its summary counted it as left to another engine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import convoy
+
+from .conftest import STORE_KINDS, store_db
+
+
+@pytest.fixture(params=STORE_KINDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    """Every test of this module runs on SQLite and on PostgreSQL."""
+    yield from store_db(request.param, tmp_path)
+
+
+def _held(release: asyncio.Event, started: asyncio.Event) -> convoy.Workflow[Any, Any]:
+    async def hold(name: str) -> str:
+        started.set()
+        await release.wait()
+        return f"{name} done"
+
+    @convoy.workflow(name="one_store.held")
+    async def held(ctx: convoy.Context, name: str) -> str:
+        return await ctx.step("hold", lambda: hold(name), idempotent=True)
+
+    return held
+
+
+Call = Callable[[convoy.Engine, convoy.Workflow[Any, Any]],
+                Awaitable[convoy.SessionResult[Any]]]
+
+
+async def _run_many(eng: convoy.Engine, wf: convoy.Workflow[Any, Any]
+                    ) -> convoy.SessionResult[Any]:
+    [res] = await eng.run_many(wf, ["x"], ids=["x"])
+    return res
+
+
+async def _run(eng: convoy.Engine, wf: convoy.Workflow[Any, Any]
+               ) -> convoy.SessionResult[Any]:
+    return await eng.run(wf, "x", session_id="x")
+
+
+@pytest.mark.parametrize("call", [_run_many, _run], ids=["run_many", "run"])
+async def test_a_session_the_other_engine_finished_before_the_claim_is_its_result(
+        db: str | Path, call: Call) -> None:
+    release, started = asyncio.Event(), asyncio.Event()
+    wf = _held(release, started)
+    async with convoy.Engine(db) as first, convoy.Engine(db) as second:
+        running = asyncio.create_task(_run_many(first, wf))
+        await started.wait()  # the first engine runs session x
+        claim = second.store.claim
+
+        async def finished_first(*args: Any, **kw: Any) -> Any:
+            # (the other engine finishes it between this one's read and its claim)
+            release.set()
+            await running
+            return await claim(*args, **kw)
+
+        second.store.claim = finished_first  # type: ignore[method-assign]
+        res = await call(second, wf)
+        assert (await running).ok and not (await running).already_finished
+        assert res.status == "completed" and res.output == "x done", res
+        assert res.already_finished
