@@ -73,3 +73,46 @@ async def test_a_session_the_other_engine_finished_before_the_claim_is_its_resul
         assert (await running).ok and not (await running).already_finished
         assert res.status == "completed" and res.output == "x done", res
         assert res.already_finished
+
+
+@pytest.mark.parametrize("finished", [True, False], ids=["finished", "running"])
+async def test_a_session_the_other_engine_created_first_is_not_run_here(
+        db: str | Path, finished: bool) -> None:
+    """Two ``run_many`` of the same new id at once: the one whose create came second
+    (the row was not there when it read, and was when it created it) does not run the
+    workflow as if the session were its own (it did, up to its first fenced write, and
+    ``convoy run`` counted that as a session run); it reports the session as it is."""
+    release, started = asyncio.Event(), asyncio.Event()
+    entered: list[str] = []
+    hold = _held(release, started)
+
+    @convoy.workflow(name="one_store.counted")
+    async def counted(ctx: convoy.Context, name: str) -> str:
+        entered.append(name)
+        if len(entered) > 1:  # (not to its step, which would hold this run too)
+            raise RuntimeError("the session ran on both engines")
+        return await hold.fn(ctx, name)
+
+    if finished:
+        release.set()
+    async with convoy.Engine(db) as first, convoy.Engine(db) as second:
+        running: list[asyncio.Task[convoy.SessionResult[Any]]] = []
+        create = second.store.create_sessions
+
+        async def created_first(*args: Any, **kw: Any) -> int:
+            running.append(asyncio.create_task(_run_many(first, counted)))
+            if finished:
+                await running[0]
+            else:
+                await started.wait()
+            return await create(*args, **kw)
+
+        second.store.create_sessions = created_first  # type: ignore[method-assign]
+        res = await _run_many(second, counted)
+        assert entered == ["x"]  # (the first engine's run alone)
+        if finished:
+            assert res.status == "completed" and res.already_finished, res
+        else:
+            assert res.status == "running" and not res.duration_s, res
+            release.set()
+        assert (await running[0]).ok

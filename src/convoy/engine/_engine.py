@@ -623,8 +623,10 @@ class Engine(SessionControl, SubjectRights):
                                    tenant=tenant, input=_dump_input(wf, v), subject=subject)
                    for sid, v in zip(sids, values, strict=True)
                    if sid not in existing and sid not in busy}
-        await self.store.create_sessions(list(created.values()), owner=self.owner,
-                                         lease_s=self.lease_seconds)
+        made = await self.store.create_sessions(list(created.values()), owner=self.owner,
+                                                lease_s=self.lease_seconds)
+        if made < len(created):
+            await self._created_elsewhere(created, existing)
         taken: set[str] = set()  # (the sessions a run took: it gives them back itself)
         try:
             return await self._run_created(wf, sids, values, tenant, existing, busy,
@@ -632,6 +634,19 @@ class Engine(SessionControl, SubjectRights):
         except BaseException:  # (also raised before any started: an id of another flow)
             self._give_back_unstarted([sid for sid in created if sid not in taken])
             raise
+
+    async def _created_elsewhere(self, created: dict[str, NewSession],
+                                 existing: dict[str, SessionRow]) -> None:
+        """Some sessions ``run_many`` created were there already: another engine created
+        them after this one read their ids (a ``convoy run`` of the same inputs at the same
+        time). They move from ``created`` (claimed here, run as new) to ``existing`` (run
+        only once claimed), so this engine does not run a session another one owns (up to
+        its first fenced write, its steps that need none run again) nor report it as run."""
+        rows = await self.store.get_sessions(list(created))
+        for sid, row in rows.items():
+            if row.owner != self.owner:
+                del created[sid]
+                existing[sid] = row
 
     async def _run_created(self, wf: Workflow[Any, OutT], sids: list[str],
                            values: list[Any], tenant: str, existing: dict[str, SessionRow],
