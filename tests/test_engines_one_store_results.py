@@ -116,3 +116,26 @@ async def test_a_session_the_other_engine_created_first_is_not_run_here(
             assert res.status == "running" and not res.duration_s, res
             release.set()
         assert (await running[0]).ok
+
+
+async def test_an_id_another_tenant_created_first_is_not_run_or_read_here(
+        db: str | Path) -> None:
+    """``run_many`` of tenant ``a`` with an id that a session of tenant ``b`` took between
+    this engine's read of the ids and its create: it raises (the id is taken), as when
+    the session was there at the read; it neither runs ``b``'s session nor returns its
+    output."""
+    @convoy.workflow(name="one_store.tenants")
+    async def echo(ctx: convoy.Context, name: str) -> str:
+        return f"{name} done"
+
+    async with convoy.Engine(db) as first, convoy.Engine(db) as second:
+        create = second.store.create_sessions
+
+        async def created_first(*args: Any, **kw: Any) -> int:
+            await first.run_many(echo, ["secret of b"], ids=["x"], tenant="b")
+            return await create(*args, **kw)
+
+        second.store.create_sessions = created_first  # type: ignore[method-assign]
+        with pytest.raises(convoy.UserError):
+            res = await second.run_many(echo, ["a's"], ids=["x"], tenant="a")
+            pytest.fail(f"tenant a got tenant b's session: {res}")

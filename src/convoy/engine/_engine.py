@@ -625,10 +625,10 @@ class Engine(SessionControl, SubjectRights):
                    if sid not in existing and sid not in busy}
         made = await self.store.create_sessions(list(created.values()), owner=self.owner,
                                                 lease_s=self.lease_seconds)
-        if made < len(created):
-            await self._created_elsewhere(created, existing)
         taken: set[str] = set()  # (the sessions a run took: it gives them back itself)
         try:
+            if made < len(created):
+                await self._created_elsewhere(created, existing, tenant)
             return await self._run_created(wf, sids, values, tenant, existing, busy,
                                            on_done, created, taken)
         except BaseException:  # (also raised before any started: an id of another flow)
@@ -636,7 +636,7 @@ class Engine(SessionControl, SubjectRights):
             raise
 
     async def _created_elsewhere(self, created: dict[str, NewSession],
-                                 existing: dict[str, SessionRow]) -> None:
+                                 existing: dict[str, SessionRow], tenant: str) -> None:
         """Some sessions ``run_many`` created were there already: another engine created
         them after this one read their ids (a ``convoy run`` of the same inputs at the same
         time). They move from ``created`` (claimed here, run as new) to ``existing`` (run
@@ -647,6 +647,9 @@ class Engine(SessionControl, SubjectRights):
             if row.owner != self.owner:
                 del created[sid]
                 existing[sid] = row
+        for row in rows.values():  # (as for an id there at the read: not run, not read)
+            if row.owner != self.owner and row.tenant != tenant:
+                raise taken_session(row.id)
 
     async def _run_created(self, wf: Workflow[Any, OutT], sids: list[str],
                            values: list[Any], tenant: str, existing: dict[str, SessionRow],
