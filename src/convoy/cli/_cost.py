@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from convoy._text import quoted
+from convoy._text import printable, quoted
 from convoy.cli._common import (
     DEFAULT_DB,
     AllTenantsOption,
@@ -34,7 +35,7 @@ from convoy.cli._common import (
 )
 from convoy.cli._json import json_text
 from convoy.cli._left_out import left_out_json, warn_left_out
-from convoy.cli._render import fmt_cost
+from convoy.cli._render import fitting, fmt_cost
 from convoy.stores import SessionFilter, SessionRow, StepRecord, Store
 from convoy.stores._rows import LeftOut
 
@@ -144,7 +145,7 @@ def cost(
         no_sessions_note(db, scope)
     else:
         out.print(cost_table(rows, by, limit,
-                             f"convoy cost · by {by} · {label(db)}{scope.of}"))
+                             f"convoy cost · by {by} · {label(db)}{scope.of}", out.width))
         if len(rows) > limit:
             out.print(f"showing {limit} of {len(rows):,} {by}s (most expensive first); use "
                       "--limit N for more", markup=False)
@@ -163,17 +164,38 @@ def _row_json(r: CostRow, by: str | None) -> dict[str, Any]:
             "output_tokens": r.output_tokens, "cost": r.cost, "cached": r.cached}
 
 
-def cost_table(rows: list[CostRow], by: str, limit: int, title: str) -> Table:
+def cost_table(rows: list[CostRow], by: str, limit: int, title: str,
+               width: int | None = None) -> Table:
+    """The rows (the first ``limit``) and their total. What a row is of (a session id,
+    copied into other commands) keeps its whole width on one line: on a terminal narrower
+    than the table (``width``), the columns that say least go first (cached, the share,
+    then the tokens); a terminal too narrow even then folds it."""
     total = _total(rows)
+    shown = rows[:limit]
+    cells: dict[str, list[str]] = {
+        by: [printable(r.key or "(unknown)") for r in shown] + ["total"],
+        "calls": [f"{r.calls:,}" for r in [*shown, total]],
+        "tokens in": [f"{r.input_tokens:,}" for r in [*shown, total]],
+        "tokens out": [f"{r.output_tokens:,}" for r in [*shown, total]],
+        "cost": [fmt_cost(r.cost) for r in [*shown, total]],
+        "cached": [f"{r.cached:,}" for r in [*shown, total]],
+        "share": [f"{r.cost / total.cost:.1%}" if total.cost > 0 else "-" for r in shown]
+        + ["100.0%" if total.cost > 0 else "-"]}
+
+    def natural(name: str) -> int:
+        return max(cell_len(name), *map(cell_len, cells[name])) + 3
+
+    names = fitting(list(cells), natural, width, ("cached", "share", "tokens in",
+                                                  "tokens out"))
+    whole = width is None or sum(map(natural, names)) + 1 <= width
     t = Table(title=title, title_justify="left", show_footer=True)
-    t.add_column(by, footer=Text("total", style="bold"), overflow="fold")
-    for name, value in (("calls", f"{total.calls:,}"), ("tokens in", f"{total.input_tokens:,}"),
-                        ("tokens out", f"{total.output_tokens:,}"),
-                        ("cost", fmt_cost(total.cost)), ("cached", f"{total.cached:,}"),
-                        ("share", "100.0%" if total.cost > 0 else "-")):
-        t.add_column(name, justify="right", footer=Text(value, style="bold"), no_wrap=True)
-    for r in rows[:limit]:
-        share = f"{r.cost / total.cost:.1%}" if total.cost > 0 else "-"
-        t.add_row(r.key or "(unknown)", f"{r.calls:,}", f"{r.input_tokens:,}",
-                  f"{r.output_tokens:,}", fmt_cost(r.cost), f"{r.cached:,}", share)
+    for name in names:
+        *_, footer = cells[name]
+        first = name == by
+        t.add_column(name, justify="left" if first else "right",
+                     footer=Text(footer, style="bold"), overflow="fold",
+                     no_wrap=not first or whole,
+                     min_width=natural(name) - 3 if not first or whole else None)
+    for i in range(len(shown)):  # (as Text: a '[bold]' in a name is shown, not obeyed)
+        t.add_row(*(Text(cells[name][i]) for name in names))
     return t

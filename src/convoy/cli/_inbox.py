@@ -18,6 +18,8 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
+from rich.cells import cell_len
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -54,7 +56,14 @@ from convoy.cli._interceptors import DecisionInterceptorsOption
 from convoy.cli._json import json_text
 from convoy.cli._left_out import warn_left_out
 from convoy.cli._loading import continues, continuing
-from convoy.cli._render import EDIT_IS_RESULT, check_times, decisions, fmt_time
+from convoy.cli._render import (
+    EDIT_IS_RESULT,
+    allotted,
+    check_times,
+    decisions,
+    fitting,
+    fmt_time,
+)
 from convoy.hitl._task import session_of
 from convoy.stores._protocol import SessionRow
 from convoy.stores._rows import LeftOut, readable
@@ -160,7 +169,7 @@ def list_(status: Annotated[str, typer.Option(
                       f"{label(db)}{scope.hint}", markup=False)
             no_sessions_note(db, scope)
         elif tasks:
-            out.print(_table(tasks, status, scope, ended))
+            out.print(_table(tasks, status, scope, ended, out.width))
         if sealed:
             out.print(_sealed_note(sealed, engine, scope, db), markup=False, soft_wrap=True)
     warn_left_out(left_out, "inbox")
@@ -211,15 +220,18 @@ def _ended(task: HumanTask, row: SessionRow | None) -> str | None:
 
 
 def _table(tasks: list[HumanTask], status: str, scope: Scope,
-           ended: dict[str, str] | None = None) -> Table:
-    t = Table(title=f"{plural(len(tasks), 'task')}{scope.of}")
+           ended: dict[str, str] | None = None, width: int | None = None) -> Table:
+    """The tasks as a table. A task id (what ``inbox answer`` takes, copied from here) and
+    its kind keep their whole width; the other columns wrap, down to their least readable
+    width. On a terminal narrower than the table (``width``), the created column goes
+    first; where even then the columns do not fit, a list: each task's id on a line of its
+    own, then what the table's other columns say."""
     cols = ["task", "kind", "queue", "question", "assignees", "created", "deadline"]
     if status != "open":
         cols.insert(3, "status")
     if scope.tenant is None:
         cols.insert(1, "tenant")
-    for c in cols:
-        t.add_column(c, overflow="fold" if c in ("task", "question") else "ellipsis")
+    rows: list[dict[str, str]] = []
     for task in tasks:
         cells = {"task": task.id, "tenant": task.tenant, "kind": task.kind,
                  "queue": task.queue + (" (escalated)" if task.escalated else ""),
@@ -228,8 +240,54 @@ def _table(tasks: list[HumanTask], status: str, scope: Scope,
                  "question": short(task.prompt, 60),
                  "assignees": ", ".join(task.assignees) or "anyone",
                  "created": fmt_time(task.created_at), "deadline": _when(task)}
-        # (Text: shown as written, never read as markup; escaped: never obeyed)
-        t.add_row(*(Text(escaped(cells[c])) for c in cols))
+        # (escaped: what a terminal would obey is shown, never obeyed)
+        rows.append({c: escaped(cells[c]) for c in cols})
+
+    def widest(name: str) -> int:
+        return max(cell_len(name), *(cell_len(row[name]) for row in rows))
+
+    def natural(name: str) -> int:
+        return min(widest(name), _TASK_ROOMS.get(name, widest(name))) + 3
+
+    cols = fitting(cols, natural, width, ("created",))
+    title = f"{plural(len(tasks), 'task')}{scope.of}"
+    if width is not None and sum(map(natural, cols)) + 1 > width:
+        return _task_list(rows, cols, title)
+    fixed: dict[str, int] = {}
+    if width is not None and sum(widest(c) + 3 for c in cols) + 1 > width:
+        wrapping = sorted((c for c in cols if c in _TASK_ROOMS), key=lambda c: c != "question")
+        fixed = allotted({c: widest(c) for c in wrapping}, _TASK_ROOMS,
+                         width - 1 - sum(natural(c) for c in cols if c not in _TASK_ROOMS)
+                         - 3 * len(wrapping))
+    t = Table(title=title)
+    for c in cols:
+        t.add_column(c, overflow="fold", no_wrap=c not in _TASK_ROOMS,
+                     min_width=natural(c) - 3, width=fixed.get(c))
+    for row in rows:  # (Text: shown as written, never read as markup)
+        t.add_row(*(Text(row[c]) for c in cols))
+    return t
+
+
+#: The columns of ``inbox list``'s table that wrap, and the least width each keeps (a
+#: time's wider half: ``21:25:54 UTC``).
+_TASK_ROOMS = {"tenant": 12, "queue": 12, "status": 12, "question": 20, "assignees": 12,
+          "created": 12, "deadline": 12}
+
+
+def _task_list(rows: list[dict[str, str]], cols: list[str], title: str) -> Table:
+    """Tasks for a terminal too narrow for their table: each one's id on a line of its
+    own, its other columns on the next (labelled where a value alone would not say what it
+    is), its question on a third."""
+    t = Table(title=title, box=None, show_header=False, pad_edge=False)
+    t.add_column(overflow="fold")
+    for row in rows:
+        t.add_row(Text(row["task"], style="bold"))
+        facts = [row[c] if c in ("tenant", "kind", "status") else
+                 f"queue {row[c]}" if c == "queue" else
+                 f"for {row[c]}" if c == "assignees" else f"{c} {row[c]}"
+                 for c in cols if c not in ("task", "question")]
+        t.add_row(Padding(Text(" · ".join(facts)), (0, 0, 0, 2)))
+        t.add_row(Padding(Text(row["question"]), (0, 0, 0, 2)))
     return t
 
 

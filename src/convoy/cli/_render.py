@@ -11,6 +11,7 @@ from typing import Any, get_args
 
 from rich.cells import cell_len
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -338,10 +339,9 @@ def sessions_table(rows: Sequence[SessionRow], *, tenants: bool = False,
         return max(cell_len(header),  # (in terminal cells: a CJK character takes two)
                    *(c.cell_len if isinstance(c, Text) else cell_len(c) for c in cells)) + 3
 
-    for droppable in ("created", "tokens in / out"):
-        if width is None or sum(map(natural, columns)) + 1 <= width:
-            break
-        columns = [c for c in columns if c[0] != droppable]
+    kept = fitting([c[0] for c in columns], {c[0]: natural(c) for c in columns}.__getitem__,
+                   width, ("created", "tokens in / out"))
+    columns = [c for c in columns if c[0] in kept]
     kept_whole = [c for c in columns if c[2].get("no_wrap")]
     if width is not None and sum(map(natural, kept_whole)) + 3 + _NARROWEST + 1 > width:
         return _sessions_list(rows, tenants=tenants, waiting=waiting, cancelling=cancelling)
@@ -360,6 +360,35 @@ def sessions_table(rows: Sequence[SessionRow], *, tenants: bool = False,
 #: The narrowest a wrapping column of the sessions table may get before the table gives
 #: way to a list (:func:`_sessions_list`).
 _NARROWEST = 8
+
+
+def allotted(widest: dict[str, int], least: dict[str, int], room: int) -> dict[str, int]:
+    """The widths of the wrapping columns of a table too wide for its terminal: each
+    column its ``least`` (or its ``widest`` cell, if narrower), then what is left of
+    ``room`` (the cells the other columns, paddings and borders leave them) to each in
+    turn, the first first, up to its widest. (Given to Rich as fixed widths: its own
+    narrowing takes a column below its least, then widens the table past the terminal.)"""
+    widths = {name: min(widest[name], least[name]) for name in widest}
+    left = room - sum(widths.values())
+    for name, most in widest.items():
+        more = max(0, min(left, most - widths[name]))
+        widths[name] += more
+        left -= more
+    return widths
+
+
+def fitting(names: Sequence[str], natural: Callable[[str], int], width: int | None,
+            droppable: Sequence[str]) -> list[str]:
+    """The columns ``names`` of a table, less as many of ``droppable`` (the ones that say
+    least first) as a terminal ``width`` cells wide needs for the rest to fit, each at its
+    ``natural`` width (its widest cell with its padding and border; the table's last
+    border is counted here). All of them when ``width`` is None."""
+    kept = list(names)
+    for name in droppable:
+        if width is None or sum(map(natural, kept)) + 1 <= width:
+            break
+        kept.remove(name)
+    return kept
 
 
 def _sessions_list(rows: Sequence[SessionRow], *, tenants: bool, waiting: bool,
@@ -556,26 +585,70 @@ def agent_configs(steps: Sequence[StepRecord]) -> dict[str, list[str]]:
     return out
 
 
-def journal_table(steps: Sequence[StepRecord]) -> Table:
+def journal_table(steps: Sequence[StepRecord], width: int | None = None) -> Table:
+    """The journaled steps: key, kind, target and status, the tokens and cost of those that
+    spent any, and what each returned (wrapped). On a terminal narrower than that
+    (``width``) the tokens, then the cost, go first (the session's totals are above the
+    table), so the result keeps :data:`_RESULT_ROOM` cells; where even that does not fit,
+    a list: each step's facts on a line, its result indented under them."""
     spend = any(r.input_tokens or r.output_tokens or r.cost for r in steps)
-    t = Table()
-    t.add_column("key", no_wrap=True)
-    t.add_column("kind")
-    t.add_column("target")
-    t.add_column("status")
-    if spend:
-        t.add_column("tokens in / out", justify="right", no_wrap=True)
-        t.add_column("cost", justify="right", no_wrap=True)
-    t.add_column("result", overflow="fold")
+    rows: list[dict[str, Text]] = []
     for r in steps:
-        cells: list[str | Text] = [Text(escaped(r.key)), r.kind, Text(escaped(r.target)),
-                                   status_text(r.status)]
-        if spend:
-            used = bool(r.input_tokens or r.output_tokens or r.cost)
-            cells += [fmt_tokens(r.input_tokens, r.output_tokens) if used else "",
-                      fmt_cost(r.cost) if used else ""]
+        used = spend and bool(r.input_tokens or r.output_tokens or r.cost)
         # (Text: a result's or an error's "[...]" is shown, not read as markup)
-        t.add_row(*cells, Text(step_summary(r.kind, r.status, r.result)))
+        rows.append({"key": Text(escaped(r.key)), "kind": Text(r.kind),
+                     "target": Text(escaped(r.target)), "status": status_text(r.status),
+                     "tokens in / out": Text(fmt_tokens(r.input_tokens, r.output_tokens)
+                                             if used else ""),
+                     "cost": Text(fmt_cost(r.cost) if used else ""),
+                     "result": Text(step_summary(r.kind, r.status, r.result))})
+    names = ["key", "kind", "target", "status",
+             *(["tokens in / out", "cost"] if spend else []), "result"]
+
+    def widest(name: str) -> int:
+        return max(cell_len(name), *(row[name].cell_len for row in rows))
+
+    def natural(name: str) -> int:
+        return min(widest(name), _STEP_ROOMS.get(name, widest(name))) + 3
+
+    names = fitting(names, natural, width, ("tokens in / out", "cost") if spend else ())
+    if width is not None and sum(map(natural, names)) + 1 > width:
+        return _journal_list(rows, spend)
+    fixed: dict[str, int] = {}
+    if width is not None and sum(widest(n) + 3 for n in names) + 1 > width:
+        fixed = allotted({n: widest(n) for n in ("result", "target")}, _STEP_ROOMS,
+                         width - 1 - sum(natural(n) for n in names if n not in _STEP_ROOMS)
+                         - 3 * len(_STEP_ROOMS))
+    t = Table()
+    for name in names:
+        kept = name not in _STEP_ROOMS  # (never wrapped; the target and the result wrap)
+        t.add_column(name, justify="right" if name in ("tokens in / out", "cost") else "left",
+                     no_wrap=kept, overflow="fold", min_width=natural(name) - 3,
+                     width=fixed.get(name))
+    for row in rows:
+        t.add_row(*(row[name] for name in names))
+    return t
+
+
+#: The cells the result column of a session's steps keeps before the tokens and cost
+#: columns give way (:func:`journal_table`).
+_RESULT_ROOM = 30
+#: The columns of the steps table that wrap, and the least width each keeps.
+_STEP_ROOMS = {"target": 20, "result": _RESULT_ROOM}
+
+
+def _journal_list(rows: Sequence[dict[str, Text]], spend: bool) -> Table:
+    """A session's steps for a terminal too narrow for their table: a step's key, kind,
+    target, status, tokens and cost on a line, what it returned under it, indented."""
+    t = Table(box=None, show_header=False, pad_edge=False)
+    t.add_column(overflow="fold")
+    for row in rows:
+        line = Text.assemble(row["key"], " ", row["kind"], " ", row["target"], " · ",
+                             row["status"])
+        if spend and row["cost"].plain:
+            line.append(f" · {row['tokens in / out'].plain} tokens · {row['cost'].plain}")
+        t.add_row(line)
+        t.add_row(Padding(row["result"], (0, 0, 0, 2)))
     return t
 
 
@@ -655,7 +728,7 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
     console.print(info)
     console.print()
     if steps:
-        console.print(journal_table(steps))
+        console.print(journal_table(steps, width=console.width))
     else:
         console.print("(no steps journaled)")
     console.print()
