@@ -118,3 +118,23 @@ def test_inbox_list_on_a_wide_terminal_is_the_table_it_was() -> None:
     assert line_with(lines, "r-1:0", "question", "billing", "Refund customer c-7?",
                      "anyone")
 
+
+@pytest.mark.parametrize("columns", ("80", "60"))
+def test_trace_details_are_folded_never_cut_off(columns: str) -> None:
+    """A span's details (its step key, tokens, cost) fold within the terminal: at 80
+    columns the waterfall was drawn a few columns wider and the terminal's edge cut them
+    off (``key 0/0, 2`` for ``27+10 tokens``, ``$0`` for ``$0.00001``)."""
+    import json
+
+    from convoy.cli._trace import detail
+
+    run_ok()
+    sid = ids_of(GOOD)[0]
+    spans = json.loads(subprocess.run(
+        [sys.executable, "-m", "convoy", "trace", sid, "--json"], env=subprocess_env(),
+        capture_output=True, text=True, timeout=120, check=True).stdout)
+    words = " ".join(convoy_at(columns, "trace", sid, notes=1)[:-1]).split()
+    for span in spans:
+        for word in detail(span).split():
+            assert word in words, (word, detail(span), columns)
+

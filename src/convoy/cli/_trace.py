@@ -389,9 +389,17 @@ def _fitted(spans: list[dict[str, Any]]) -> Table:
     bare = waterfall(spans, bar=0, details=False)
     used = out.measure(bare, options=out.options.update_width(1 << 16)).maximum
     times = used - max(names, cell_len("span"))  # (the times and the gaps around them)
-    room = out.width - used - 2 - _DETAIL_ROOM  # (2: the gap before the bars)
-    name_width = max(4, min(names, out.width - times - 2 - _DETAIL_ROOM))
-    return waterfall(spans, bar=min(BAR, room) if room >= 8 else 0, name_width=name_width)
+    room = out.width - used - 2 - 2 - _DETAIL_ROOM  # (2 and 2: the gaps before the bars
+    name_width = max(4, min(names, out.width - times - 2 - _DETAIL_ROOM))  # and details)
+    bar = min(BAR, room) if room >= 8 else 0
+    # The details take what is left, as a fixed width: Rich's own narrowing would take the
+    # names below their least width, then widen the table past the terminal, whose edge
+    # cut the details off ('key 0/0, 2' for '27+10 tokens').
+    left = out.width - max(names if names <= name_width else name_width, cell_len("span")) \
+        - times - (2 + bar if bar else 0) - 2
+    widest = max(cell_len(detail(s)) for s, _ in tree_order(spans))
+    return waterfall(spans, bar=bar, name_width=name_width,
+                     detail_width=max(1, min(widest, left)))
 
 
 #: The columns a narrow terminal keeps for the details (they fold) beside names and times.
@@ -399,9 +407,10 @@ _DETAIL_ROOM = 12
 
 
 def waterfall(spans: list[dict[str, Any]], bar: int = BAR, details: bool = True,
-              name_width: int | None = None) -> Table:
+              name_width: int | None = None, detail_width: int | None = None) -> Table:
     """Spans as rows, each under its parent, with a bar ``bar`` columns wide (none: 0)
-    placing it in the trace's time; names fold past ``name_width`` columns only."""
+    placing it in the trace's time; names fold past ``name_width`` columns only, details
+    past ``detail_width``."""
     t0 = min(s["start"] for s in spans)
     total = max(max(s["end"] for s in spans) - t0, 1)
     t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
@@ -411,7 +420,7 @@ def waterfall(spans: list[dict[str, Any]], bar: int = BAR, details: bool = True,
     if bar:
         t.add_column("", no_wrap=True)
     if details:
-        t.add_column("detail", overflow="fold")
+        t.add_column("detail", overflow="fold", width=detail_width)
 
     for span, depth in tree_order(spans):
         start, end = span["start"] - t0, span["end"] - t0
