@@ -138,3 +138,15 @@ def test_trace_details_are_folded_never_cut_off(columns: str) -> None:
         for word in detail(span).split():
             assert word in words, (word, detail(span), columns)
 
+
+@pytest.mark.parametrize("columns", WIDTHS)
+def test_sessions_list_of_waiting_sessions_stays_readable(columns: str) -> None:
+    """What a waiting session waits for (a person's task, whose id ``inbox answer`` takes)
+    is readable at 80 columns: the table gave way to a list only when its one wrapping
+    column could not get 8 cells, so with three (tenant, workflow, waits for) each got
+    three, and a task id was folded into a column of pieces."""
+    _asked([LONG_SESSION, "r-1"])
+    lines = convoy_at(columns, "sessions", "list", "--all-tenants")
+    assert line_with(lines, LONG_SESSION)
+    words = {w.strip("()") for w in " ".join(lines).split()}
+    assert f"{LONG_SESSION}:0" in words and "r-1:0" in words, "\n".join(lines)

@@ -343,7 +343,9 @@ def sessions_table(rows: Sequence[SessionRow], *, tenants: bool = False,
                    width, ("created", "tokens in / out"))
     columns = [c for c in columns if c[0] in kept]
     kept_whole = [c for c in columns if c[2].get("no_wrap")]
-    if width is not None and sum(map(natural, kept_whole)) + 3 + _NARROWEST + 1 > width:
+    wrapping = len(columns) - len(kept_whole)  # (each of them gets _NARROWEST at least)
+    if width is not None and \
+            sum(map(natural, kept_whole)) + (3 + _NARROWEST) * wrapping + 1 > width:
         return _sessions_list(rows, tenants=tenants, waiting=waiting, cancelling=cancelling)
     t = Table()
     for column in columns:
@@ -357,7 +359,7 @@ def sessions_table(rows: Sequence[SessionRow], *, tenants: bool = False,
     return t
 
 
-#: The narrowest a wrapping column of the sessions table may get before the table gives
+#: The narrowest each wrapping column of the sessions table may get before the table gives
 #: way to a list (:func:`_sessions_list`).
 _NARROWEST = 8
 
@@ -399,8 +401,7 @@ def _sessions_list(rows: Sequence[SessionRow], *, tenants: bool, waiting: bool,
     t.add_column(overflow="fold")
     for r in rows:
         t.add_row(Text(escaped(r.id), style="bold"))
-        line = Text("  ")
-        line.append_text(status_text(r.status, r.id in cancelling))
+        line = status_text(r.status, r.id in cancelling)
         facts = [*([f"tenant {r.tenant}"] if tenants else []), f"{r.steps} steps",
                  fmt_cost(r.cost), escaped(r.workflow),
                  f"tokens {fmt_tokens(r.input_tokens, r.output_tokens)}",
@@ -408,7 +409,7 @@ def _sessions_list(rows: Sequence[SessionRow], *, tenants: bool, waiting: bool,
                  *([f"waits for {escaped(waits_for(r))}"] if waiting and
                    r.status == "waiting" else [])]
         line.append(" · " + " · ".join(facts))
-        t.add_row(line)
+        t.add_row(Padding(line, (0, 0, 0, 2)))  # (its wrapped lines indented too)
     return t
 
 
