@@ -128,6 +128,25 @@ def test_answer_with_the_form() -> None:
     assert out.output["note"] is None
 
 
+def test_the_form_asks_nothing_of_a_task_it_could_not_record() -> None:
+    """A task answered already, one assigned to others, or whose session ended: the form
+    is refused before its first field, not after the reviewer typed every one (a new
+    user's trial: the whole form, then 'already answered')."""
+    start("refund", "c-9", "r3")
+    assert cli("inbox", "answer", "r3:0", "--by", "ann", "--value",
+               '{"approve": true, "amount": 5, "reason": "error"}').code == 0
+    res = CliRunner().invoke(app, ["inbox", "answer", "r3:0", "--by", "bob"],
+                             input="y\n250\nerror\n\n")
+    assert res.exit_code == 2, res.output
+    assert "Approve [y/n]" not in res.output and "Refund customer" not in res.output
+    assert "is already answered by 'ann'; nothing was changed" in res.stderr, res.stderr
+    start("refund", "c-10", "r4")
+    assert cli("cancel", "r4").code == 0
+    res = CliRunner().invoke(app, ["inbox", "answer", "r4:0", "--by", "bob"], input="y\n")
+    assert res.exit_code == 2 and "Approve [y/n]" not in res.output, res.output
+    assert "nobody waits for this answer any more" in res.stderr, res.stderr
+
+
 def test_a_typed_value_the_form_cannot_take_is_one_line_that_does_not_repeat_it() -> None:
     """``--set`` and the form: NaN and infinities (they were stored as null), JSON nested
     past what is stored or what the decoder reads, a lone surrogate: one line each, and

@@ -385,7 +385,9 @@ def answer(task_id: TaskArg, value: ValueOption = None, sets: SetOption = None,
     engine, scope = decider_engine(db, busy_timeout, tenant, all_tenants, interceptors)
 
     async def act(inbox: Inbox) -> HumanTask:
-        task = await inbox.get(task_id)
+        # (the form asks nothing of a task whose answer could not be recorded)
+        task = await (inbox.get(task_id) if value is not None or sets else
+                      inbox.decidable(task_id, by=who))
         if value is not None:
             got = _json(value, "--value")
         elif sets:

@@ -173,6 +173,18 @@ class Inbox:
         task, _ = await self._find(task_id)
         return task
 
+    async def decidable(self, task_id: str, *, by: str) -> HumanTask:
+        """The task, if ``by`` may decide it now: what a form checks before it asks a
+        person anything (the decision checks it again as it is recorded).
+
+        Raises:
+            UserError: as a decision would: no such task, it is decided already, its
+                session waits for it no more, or it is assigned to others.
+        """
+        task, row = await self._find(task_id)
+        self._check_open(task, row, _check_by(by))
+        return task
+
     async def history(self, task_id: str) -> list[HumanTask]:
         """Every version of a task, oldest first: who created, commented on, decided and
         used it, and when (the audit of a decision)."""
