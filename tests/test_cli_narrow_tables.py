@@ -150,3 +150,29 @@ def test_sessions_list_of_waiting_sessions_stays_readable(columns: str) -> None:
     assert line_with(lines, LONG_SESSION)
     words = {w.strip("()") for w in " ".join(lines).split()}
     assert f"{LONG_SESSION}:0" in words and "r-1:0" in words, "\n".join(lines)
+
+
+@pytest.mark.parametrize("columns", (80, 100))
+def test_chaos_phases_keep_their_figures_whole(columns: int) -> None:
+    """The phases of ``convoy chaos`` at 80 columns cut its figures short: ``$0.0007…``
+    for a session's maximum cost (a new user's trial). The headers wrap; no value is cut.
+    (At 60 columns its eight columns cannot all hold their figures: they fold.)"""
+    import io
+
+    from rich.console import Console
+
+    from convoy.cli._chaos import phases_table
+
+    state = {"steady_state_met": True}
+    phase = {"sessions": 222, "completed": 222, "success_rate": 1.0, "p50_s": 1.05,
+             "p99_s": 5.75, "max_cost": 0.000729}
+    result = {"convoy": {"phases": {"before": phase, "during": phase, "after": phase}},
+              "steady_states": {"before": state, "during": [state], "after": state}}
+    console = Console(file=io.StringIO(), width=columns, color_system=None)
+    console.print(phases_table(result, width=columns))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "…" not in text, text
+    assert max(map(cell_len, text.splitlines())) <= columns, text
+    row = line_with(text.splitlines(), "during")
+    for value in ("222", "100.00%", "1.05 s", "5.75 s", "$0.000729", "yes"):
+        assert value in row, (value, text)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
@@ -31,7 +32,7 @@ from convoy.cli._common import (
 from convoy.cli._inputs import input_bytes, read_inputs
 from convoy.cli._interceptors import ChaosInterceptorsOption, app_interceptors
 from convoy.cli._loading import workflow_argument
-from convoy.cli._render import fmt_cost, fmt_duration
+from convoy.cli._render import allotted, fmt_cost, fmt_duration
 from convoy.cli._stop import not_kept, read_or_stop
 from convoy.models import infer_model
 
@@ -201,21 +202,34 @@ def _states(result: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None]]:
     return [("before", ss["before"]), ("during", during), ("after", ss["after"])]
 
 
-def phases_table(result: dict[str, Any]) -> Table:
+def phases_table(result: dict[str, Any], width: int | None = None) -> Table:
+    """The phases' figures. On a terminal narrower than the table (``width``) the headers
+    wrap; no figure is cut short (``$0.0007…``)."""
     phases = result["convoy"]["phases"]
-    t = Table(title="phases", title_justify="left")
-    for col in ("phase", "sessions", "completed", "success", "p50", "p99", "max cost/session",
-                "steady state"):
-        t.add_column(col, justify="left" if col in ("phase", "steady state") else "right")
+    columns = ("phase", "sessions", "completed", "success", "p50", "p99",
+               "max cost per session", "steady state")
+    rows: list[list[str | Text]] = []
     for name, state in _states(result):
         m = phases.get(name)
-        if m is None:
-            t.add_row(name, "-", "-", "-", "-", "-", "-", _met(None))
-            continue
-        t.add_row(name, str(m["sessions"]), str(m["completed"]),
-                  f"{m['success_rate']:.2%}", _fmt("latency", m["p50_s"]),
-                  _fmt("latency", m["p99_s"]), fmt_cost(m["max_cost"]),
-                  _met(state["steady_state_met"] if state else None))
+        met = _met(None if m is None or state is None else state["steady_state_met"])
+        rows.append([name, *(["-"] * 6), met] if m is None else
+                    [name, str(m["sessions"]), str(m["completed"]),
+                     f"{m['success_rate']:.2%}", _fmt("latency", m["p50_s"]),
+                     _fmt("latency", m["p99_s"]), fmt_cost(m["max_cost"]), met])
+    values = {c: max(cell_len(str(row[i])) for row in rows) for i, c in enumerate(columns)}
+    widest = {c: max(values[c], cell_len(c)) for c in columns}
+    fixed: dict[str, int] = {}
+    room = 0 if width is None else width - 3 * len(columns) - 1
+    if width is not None and sum(widest.values()) > room:
+        # (each figure whole; each header's words too, where the terminal holds them all)
+        words = {c: max(values[c], *map(cell_len, c.split())) for c in columns}
+        fixed = allotted(widest, words if sum(words.values()) <= room else values, room)
+    t = Table(title="phases", title_justify="left")
+    for c in columns:
+        t.add_column(c, justify="left" if c in ("phase", "steady state") else "right",
+                     width=fixed.get(c), overflow="fold")
+    for row in rows:
+        t.add_row(*row)
     return t
 
 
@@ -238,7 +252,7 @@ def print_report(result: dict[str, Any], n: int) -> None:
                             f"protections {'on' if ext['protections'] else 'off'}"
                             + (f" · interceptors {ext['interceptors']}"
                                if ext.get("interceptors") else "")))
-    out.print(phases_table(result))
+    out.print(phases_table(result, out.width))
     out.print(probes_table(result))
     during = ext["phases"].get("during", {})
     faults = ext["faults_injected"]
