@@ -176,3 +176,15 @@ def test_chaos_phases_keep_their_figures_whole(columns: int) -> None:
     row = line_with(text.splitlines(), "during")
     for value in ("222", "100.00%", "1.05 s", "5.75 s", "$0.000729", "yes"):
         assert value in row, (value, text)
+
+
+@pytest.mark.parametrize("columns", WIDTHS)
+def test_retry_dry_run_keeps_each_error_readable(columns: str) -> None:
+    """``convoy retry --dry-run`` at 80 columns gave the error column one cell: each error
+    went down the screen a letter a line (a new user's trial). Where the table cannot give
+    it room, a list says each session's plan on a line and its error under it."""
+    run_ok(lines=[{"subject": "explode", "body": "x"}])
+    lines = convoy_at(columns, "retry", "--status", "failed", "--dry-run", notes=1)
+    assert "RuntimeError: the ticket asked to explode" in " ".join(" ".join(lines).split())
+    sid = ids_of([{"subject": "explode", "body": "x"}])[0]
+    assert line_with(lines, sid, f"{sid}.r1")

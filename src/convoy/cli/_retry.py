@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.cells import cell_len
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
 from convoy import Engine
 from convoy._command import word
-from convoy._text import plural, quoted
+from convoy._text import plural, printable, quoted
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
@@ -167,7 +169,7 @@ def retry(
         raise typer.Exit(USAGE_ERROR)
     _refuse_sealed(rows, dry_run)
     if dry_run:
-        out.print(_plan_table(rows, tenants=scope.tenant is None))
+        out.print(_plan_table(rows, tenants=scope.tenant is None, width=out.width))
         out.print(f"{plural(len(rows), 'session')} would be retried; run the same command "
                   "without --dry-run to retry them", markup=False)
         return
@@ -264,15 +266,40 @@ def _refuse_sealed(rows: list[SessionRow], dry_run: bool) -> None:
          + ("; nothing would be retried" if dry_run else "; nothing was retried"))
 
 
-def _plan_table(rows: list[SessionRow], *, tenants: bool) -> Table:
-    t = Table()
+def _plan_table(rows: list[SessionRow], *, tenants: bool, width: int | None = None
+                ) -> Table:
+    """What a retry would do, a session a row. Where the terminal (``width``) cannot give
+    the error :data:`_ERROR_ROOM` cells beside the other columns (kept whole), a list:
+    each session, its tenant, workflow and status and what it is retried as on a line,
+    its error under it (the table gave the error one cell: a letter a line)."""
     cols = ("session", *(["tenant"] if tenants else []), "workflow", "status", "error",
             "retry as")
+    # (Text: shown as written, never read as markup; printable: never obeyed)
+    cells = [{"session": Text(printable(r.id)), "tenant": Text(r.tenant),
+              "workflow": Text(printable(r.workflow)), "status": status_text(r.status),
+              "retry as": Text(printable(retry_id(r))),
+              "error": Text(error_summary(r.error_record, withheld=r.subject is not None,
+                                          width=60))} for r in rows]
+    whole = sum(max(cell_len(c), *(row[c].cell_len for row in cells)) + 3
+                for c in cols if c != "error")
+    if width is not None and whole + 3 + _ERROR_ROOM + 1 > width:
+        t = Table(box=None, show_header=False, pad_edge=False)
+        t.add_column(overflow="fold")
+        for row in cells:
+            parts: list[str | Text] = [Text(row["session"].plain, style="bold"), " → ",
+                                       row["retry as"], " · "]
+            if tenants:
+                parts += [row["tenant"], " · "]
+            t.add_row(Text.assemble(*parts, row["workflow"], " · ", row["status"]))
+            t.add_row(Padding(row["error"], (0, 0, 0, 2)))
+        return t
+    t = Table()
     for col in cols:
         t.add_column(col, no_wrap=col != "error", overflow="fold")
-    for r in rows:
-        t.add_row(r.id, *([r.tenant] if tenants else []), r.workflow, status_text(r.status),
-                  Text(error_summary(r.error_record, withheld=r.subject is not None,
-                                     width=60)),
-                  retry_id(r))
+    for row in cells:
+        t.add_row(*(row[c] for c in cols))
     return t
+
+
+#: The least cells the error column of ``retry --dry-run``'s table gets.
+_ERROR_ROOM = 20
