@@ -260,7 +260,7 @@ def test_a_task_holding_an_erased_subjects_data_leaves_the_inbox_usable(
     monkeypatch.setenv("CONVOY_MASTER_KEY", KEY)
     listed = cli("inbox", "list", "--db", str(path))
     assert listed.code == 0 and "1 task" in listed.stdout, listed
-    assert "Refund nobody's data?" in listed.stdout
+    assert "Refund nobody's" in listed.stdout  # (the question: the table may wrap it)
     [line] = [ln for ln in listed.stdout.splitlines() if "sealed" in ln]
     assert "erased" in line and sid in line and "convoy cancel" in line, line
     families = {f.name: f for f in StoreCollector(str(path), Scope(None)).collect()}

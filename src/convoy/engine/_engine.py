@@ -528,21 +528,14 @@ class Engine(SessionControl, SubjectRights):
             new = NewSession(id=sid, workflow=wf.name, version=wf.version, tenant=tenant,
                              input=_dump_input(wf, value), headers=dict(headers or {}),
                              subject=subject)
-            if subject is None and session_id is None:
+            if subject is None:
                 # Not awaited on its own: the first journal commit (or the final one)
-                # carries it (an id made up here is no other engine's).
+                # carries it.
                 self.store.create_session(new, owner=self.owner, lease_s=self.lease_seconds)
-            elif not await self.store.create_sessions([new], owner=self.owner,
-                                                      lease_s=self.lease_seconds):
-                # (a subject's: created only while the store holds the key it is sealed
-                # under.) Not created: another engine created the id after the read above
-                # (a run of the same id elsewhere). Its session is not run here as new (up
-                # to its first fenced write, a step that writes nothing first ran on both).
-                row = await self.store.get_session(sid)
-                if row is not None:
-                    if row.tenant != tenant:
-                        raise taken_session(sid)
-                    return await self._known(wf, row)
+            else:  # created only while the store holds the key it is sealed under (sealed
+                # again under a new one if another process erased the subject meanwhile)
+                await self.store.create_sessions([new], owner=self.owner,
+                                                 lease_s=self.lease_seconds)
             return await self._admit(wf, sid, tenant, value, None, None, new=new)
         finally:
             if session_id is not None:
